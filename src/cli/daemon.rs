@@ -1,0 +1,26 @@
+//! `worker daemon`.
+
+use std::sync::Arc;
+
+use super::{CliError, CliResult, Ctx};
+use crate::clock::SystemClock;
+use crate::daemon::{self, DaemonError, Options};
+
+pub fn run(ctx: &Ctx) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("worker")
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    let opts = Options {
+        config_dir: ctx.config_dir.clone(),
+        data_dir: ctx.data_dir.clone(),
+        clock: Arc::new(SystemClock),
+        sentinel: Some(crate::exec::self_exe()),
+    };
+    match runtime.block_on(daemon::run(opts)) {
+        Ok(()) => Ok(()),
+        Err(DaemonError::Config(d)) => Err(CliError::Config(d)),
+        Err(e) => Err(CliError::Failed(e.to_string())),
+    }
+}

@@ -1,0 +1,151 @@
+//! `worker history` and `worker show`.
+
+use serde_json::Value;
+
+use super::output::{
+    attempt_json, exit_text, opt_local, print_json, print_table, run_duration_ms, run_json, table,
+};
+use super::{CliError, CliResult, Ctx};
+use crate::model::RunId;
+use crate::store::RunFilter;
+use crate::units::format_duration;
+
+fn ms_text(ms: Option<i64>) -> String {
+    ms.map(|m| format_duration(std::time::Duration::from_millis(m.max(0) as u64)))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn history(ctx: &Ctx, job: Option<String>, limit: u32) -> CliResult {
+    let (_, mut store) = ctx.store()?;
+    let filter = RunFilter {
+        job,
+        finished: true,
+        limit: Some(limit),
+        ..Default::default()
+    };
+    let runs = store.read(|tx| {
+        let runs = tx.list_runs(&filter)?;
+        let mut out = Vec::with_capacity(runs.len());
+        for r in runs {
+            let attempts = tx.attempts(r.id)?;
+            out.push((r, attempts));
+        }
+        Ok::<_, crate::store::StoreError>(out)
+    })?;
+    if ctx.json {
+        let v: Vec<Value> = runs
+            .iter()
+            .map(|(r, a)| {
+                let mut o = run_json(r);
+                o["attempts"] = Value::Array(a.iter().map(attempt_json).collect());
+                o
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(());
+    }
+    let mut t = table(&[
+        "ID", "JOB", "STATE", "TRIGGER", "ATTEMPTS", "STARTED", "DURATION", "EXIT",
+    ]);
+    for (r, attempts) in &runs {
+        // Each attempt's duration, so a slow retry is visible at a glance.
+        let each: Vec<String> = attempts
+            .iter()
+            .filter_map(|a| {
+                a.finished_at
+                    .map(|f| ms_text(Some((f - a.started_at).num_milliseconds())))
+            })
+            .collect();
+        let attempt_col = if each.len() > 1 {
+            format!("{} ({})", r.attempt, each.join(", "))
+        } else {
+            r.attempt.to_string()
+        };
+        t.add_row(vec![
+            r.id.to_string(),
+            r.job.clone(),
+            r.state.to_string(),
+            r.trigger.to_string(),
+            attempt_col,
+            opt_local(r.started_at),
+            ms_text(run_duration_ms(r)),
+            exit_text(r.exit_code, r.signal),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
+    let (_, mut store) = ctx.store()?;
+    let found = store.read(|tx| {
+        let Some(run) = tx.run(id)? else {
+            return Ok(None);
+        };
+        let attempts = tx.attempts(id)?;
+        Ok::<_, crate::store::StoreError>(Some((run, attempts)))
+    })?;
+    let Some((run, attempts)) = found else {
+        return Err(CliError::Failed(format!("run {id} does not exist")));
+    };
+    if ctx.json {
+        let mut o = run_json(&run);
+        o["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
+        print_json(&Value::Array(vec![o]));
+        return Ok(());
+    }
+    let field = |k: &str, v: String| println!("{k:<13} {v}");
+    field("run", run.id.to_string());
+    field("job", run.job.clone());
+    field("state", run.state.to_string());
+    field("priority", run.priority.to_string());
+    field("trigger", run.trigger.to_string());
+    field("attempts", format!("{}/{}", run.attempt, run.max_attempts));
+    if let Some(k) = &run.key {
+        field("key", k.clone());
+    }
+    if !run.depends_on.is_empty() {
+        field(
+            "depends on",
+            run.depends_on
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    if let Some(s) = &run.schedule {
+        field(
+            "schedule",
+            format!("{s} (fire {})", opt_local(run.scheduled_at)),
+        );
+    }
+    field("created", opt_local(Some(run.created_at)));
+    field("due", opt_local(Some(run.due_at)));
+    field("started", opt_local(run.started_at));
+    field("finished", opt_local(run.finished_at));
+    if let Some(e) = &run.error {
+        field("error", e.clone());
+    }
+    if !attempts.is_empty() {
+        println!();
+        let mut t = table(&[
+            "ATTEMPT", "STARTED", "DURATION", "OUTCOME", "EXIT", "OUTPUT", "ERROR",
+        ]);
+        for a in &attempts {
+            t.add_row(vec![
+                a.number.to_string(),
+                opt_local(Some(a.started_at)),
+                ms_text(a.finished_at.map(|f| (f - a.started_at).num_milliseconds())),
+                a.outcome.clone().unwrap_or_else(|| "running".into()),
+                exit_text(a.exit_code, a.signal),
+                a.output_bytes
+                    .map(super::output::bytes)
+                    .unwrap_or_else(|| "-".into()),
+                a.error.clone().unwrap_or_default(),
+            ]);
+        }
+        print_table(&t);
+    }
+    Ok(())
+}

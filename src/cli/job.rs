@@ -1,0 +1,314 @@
+//! `worker job NAME`: run a job now, in the foreground.
+//!
+//! The runs it creates are reserved for this process's lease, so the daemon leaves them alone;
+//! dependency runs that already existed are waited for (or run here, if nobody else has claimed
+//! them). Per-job `concurrency` is shared with the daemon through the store: when the job's slots
+//! are taken, this waits and says so. Ctrl-C cancels: the running attempt's process group is
+//! stopped and the rest of the chain is cancelled.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::{CliError, CliResult, Ctx};
+use crate::config::Config;
+use crate::datadir::{DataDir, Lease};
+use crate::exec::{Executor, StopReason};
+use crate::model::{RunId, RunState, Trigger};
+use crate::queue::lifecycle;
+use crate::queue::{Claimed, Request, enqueue};
+use crate::runner;
+use crate::store::{Store, StoreError};
+use crate::units::format_duration;
+use crate::wake;
+
+/// How often the foreground command looks at the store while it waits (a person is watching:
+/// a quarter second is responsive and still costs nothing measurable).
+const POLL: Duration = Duration::from_millis(250);
+
+pub fn run(
+    ctx: &Ctx,
+    name: &str,
+    env: Vec<(String, String)>,
+    no_deps: bool,
+    no_retry: bool,
+) -> CliResult {
+    let config = ctx.config()?;
+    ctx.known_job(&config, name)?;
+    let (data, store) = ctx.store()?;
+    let lease = Lease::foreground(&data)
+        .map_err(|e| CliError::Failed(format!("cannot create a lease file: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    let mut req = Request::new(name, Trigger::Manual);
+    req.env = env.into_iter().collect();
+    req.expand_deps = !no_deps;
+    req.owner = Some(lease.id.clone());
+    req.no_retry = no_retry;
+    let mut fg = Foreground {
+        config,
+        data,
+        store,
+        lease,
+        exec: Executor::new(Some(crate::exec::self_exe())),
+    };
+    runtime.block_on(fg.run(req))
+}
+
+struct Foreground {
+    config: Config,
+    data: DataDir,
+    store: Store,
+    lease: Lease,
+    exec: Executor,
+}
+
+enum Step {
+    Ran,
+    Interrupted,
+}
+
+impl Foreground {
+    async fn run(&mut self, req: Request) -> CliResult {
+        self.recover_dead_owners()?;
+        let now = chrono::Utc::now();
+        let config = &self.config;
+        let target = self
+            .store
+            .write(|tx| enqueue(tx, config, &req, now))
+            .map_err(|e| CliError::Failed(e.to_string()))?
+            .id;
+        let mut interrupt = Interrupt::new()?;
+        let mut said: HashSet<String> = HashSet::new();
+        loop {
+            let now = chrono::Utc::now();
+            let (config, owner) = (&self.config, self.lease.id.clone());
+            let (claimed, blocked, waiting_on, target_state, next_due) =
+                self.store.write(|tx| {
+                    lifecycle::promote_due(tx, now)?;
+                    let chain = lifecycle::chain(tx, target)?;
+                    let (claimed, blocked) =
+                        lifecycle::claim_these(tx, config, &owner, &chain, now, 1)?;
+                    let mut waiting_on = Vec::new();
+                    for &id in chain.iter().rev() {
+                        if let Some(b) = tx.brief(id)? {
+                            if matches!(
+                                b.state,
+                                RunState::Running | RunState::Retrying | RunState::Queued
+                            ) && b.owner.as_deref() != Some(owner.as_str())
+                            {
+                                waiting_on.push(format!("{} run {} ({})", b.job, b.id, b.state));
+                            }
+                        }
+                    }
+                    let target_state = tx
+                        .brief(target)?
+                        .map(|b| b.state)
+                        .unwrap_or(RunState::Cancelled);
+                    Ok::<_, StoreError>((
+                        claimed,
+                        blocked,
+                        waiting_on,
+                        target_state,
+                        tx.next_due()?,
+                    ))
+                })?;
+            if let Some(c) = claimed.into_iter().next() {
+                if let Step::Interrupted = self.execute(c, &mut interrupt).await? {
+                    return self.abandon(target);
+                }
+                continue;
+            }
+            if target_state.is_final() {
+                return self.conclude(target);
+            }
+            for job in blocked {
+                let limit = self.config.job(&job).map(|j| j.concurrency).unwrap_or(1);
+                if said.insert(format!("slot:{job}")) {
+                    eprintln!(
+                        "worker: waiting for a free slot: job {job} already has {limit} run(s) running (concurrency {limit})"
+                    );
+                }
+            }
+            for w in waiting_on {
+                if said.insert(format!("dep:{w}")) {
+                    eprintln!("worker: waiting for {w}");
+                }
+            }
+            let mut wait = POLL;
+            if let Some(due) = next_due {
+                wait = wait.min(
+                    (due - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO),
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = interrupt.recv() => return self.abandon(target),
+            }
+        }
+    }
+
+    /// Runs one claimed attempt with its output streamed, and records how it ended.
+    async fn execute(&mut self, claimed: Claimed, interrupt: &mut Interrupt) -> CliResult<Step> {
+        let run = &claimed.run;
+        let spec = match runner::spec_for(&claimed, &self.config, &self.data, true) {
+            Ok(s) => s,
+            Err(e) => {
+                self.record(&runner::report_unstartable(&claimed, e))?;
+                return Ok(Step::Ran);
+            }
+        };
+        eprintln!(
+            "worker: running {} (run {}, attempt {}/{}{})",
+            run.job,
+            run.id,
+            claimed.attempt,
+            run.max_attempts,
+            if run.trigger == Trigger::Dependency {
+                ", dependency"
+            } else {
+                ""
+            }
+        );
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let mut interrupted = false;
+        let finished = {
+            let attempt = self.exec.run(&spec, stop_rx);
+            tokio::pin!(attempt);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    f = &mut attempt => break f,
+                    _ = interrupt.recv() => {
+                        eprintln!("worker: interrupted: stopping {} (run {})", run.job, run.id);
+                        interrupted = true;
+                        let _ = stop_tx.send(Some(StopReason::Cancel));
+                    }
+                    _ = tick.tick() => {
+                        let id = run.id;
+                        if self.store.read(|tx| tx.brief(id))?.is_some_and(|b| b.cancel_requested) {
+                            let _ = stop_tx.send(Some(StopReason::Cancel));
+                        }
+                    }
+                }
+            }
+        };
+        let report = runner::report_for(&claimed, &finished, spec.timeout);
+        let state = self.record(&report)?;
+        let took = format_duration(finished.duration);
+        match state {
+            RunState::Succeeded => {
+                eprintln!("worker: {} run {} succeeded in {took}", run.job, run.id)
+            }
+            RunState::Retrying => {
+                let due = self.store.read(|tx| tx.run(run.id))?.map(|r| r.due_at);
+                let wait = due
+                    .and_then(|d| (d - chrono::Utc::now()).to_std().ok())
+                    .unwrap_or_default();
+                eprintln!(
+                    "worker: {} run {} failed ({}) after {took}; retrying in {}",
+                    run.job,
+                    run.id,
+                    finished.describe(spec.timeout),
+                    format_duration(wait)
+                );
+            }
+            other => eprintln!(
+                "worker: {} run {} {other}: {} after {took}",
+                run.job,
+                run.id,
+                finished.describe(spec.timeout)
+            ),
+        }
+        Ok(if interrupted {
+            Step::Interrupted
+        } else {
+            Step::Ran
+        })
+    }
+
+    fn record(&mut self, report: &crate::queue::Report) -> CliResult<RunState> {
+        let (config, now) = (&self.config, chrono::Utc::now());
+        let state = self
+            .store
+            .write(|tx| lifecycle::finish(tx, config, report, now, fastrand::f64()))?;
+        wake::notify(&self.data);
+        Ok(state)
+    }
+
+    /// Ctrl-C: cancel what is left of the chain.
+    fn abandon(&mut self, target: RunId) -> CliResult {
+        let now = chrono::Utc::now();
+        let owner = self.lease.id.clone();
+        self.store.write(|tx| {
+            lifecycle::cancel(tx, target, now)?;
+            for id in tx.reserved_by(&owner)? {
+                lifecycle::cancel(tx, id, now)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        wake::notify(&self.data);
+        eprintln!("worker: cancelled");
+        Err(CliError::Exit(130))
+    }
+
+    /// Exit 0 if the target succeeded, 1 otherwise.
+    fn conclude(&mut self, target: RunId) -> CliResult {
+        let run = self.store.read(|tx| tx.run(target))?;
+        match run {
+            Some(r) if r.state == RunState::Succeeded => Ok(()),
+            Some(r) => Err(CliError::Failed(format!(
+                "{} run {} ended {}: {}",
+                r.job,
+                r.id,
+                r.state,
+                r.error.unwrap_or_default()
+            ))),
+            None => Err(CliError::Failed(format!("run {target} vanished"))),
+        }
+    }
+
+    fn recover_dead_owners(&mut self) -> CliResult {
+        let now = chrono::Utc::now();
+        for owner in self.store.read(|tx| tx.owners())? {
+            if owner != self.lease.id && !self.data.lease_alive(&owner) {
+                let config = &self.config;
+                self.store
+                    .write(|tx| lifecycle::recover(tx, config, &owner, now, fastrand::f64()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SIGINT, SIGTERM or SIGHUP (a closed terminal): the person wants this to stop.
+struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn new() -> CliResult<Interrupt> {
+        let s = |k| signal(k).map_err(|e| CliError::Failed(format!("cannot handle signals: {e}")));
+        Ok(Interrupt {
+            int: s(SignalKind::interrupt())?,
+            term: s(SignalKind::terminate())?,
+            hup: s(SignalKind::hangup())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The command line: flags defined once with their help, one file per command family, and the
+//! mapping of failures to exit codes (0 success, 1 the operation failed, 2 bad usage or invalid
+//! configuration).
+
+mod daemon;
+mod history;
+mod job;
+mod list;
+mod logs;
+mod output;
+mod queue;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use crate::config::{Config, Diagnostics};
+use crate::datadir::DataDir;
+use crate::model::{Priority, RunId};
+use crate::store::{Durability, Store};
+
+/// worker: run jobs on schedules and from a durable queue, with retries, dependencies and alerts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Configuration directory: scheduler.yaml, alerts.yaml, jobs/*.yaml.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "WORKER_CONFIG",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub config: PathBuf,
+    /// Data directory: database, captured output, lock [default: CONFIG/.worker].
+    #[arg(
+        short = 'd',
+        long = "data-dir",
+        global = true,
+        env = "WORKER_DATA_DIR",
+        value_name = "DIR"
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON (one document on stdout).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v debug, -vv trace). WORKER_LOG takes a full tracing filter.
+    #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings, -qq errors only).
+    #[arg(short = 'q', long = "quiet", global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run schedules and the queue until SIGTERM/SIGINT (SIGHUP reloads the configuration).
+    Daemon,
+    /// Run a job now in the foreground (its dependencies first), streaming its output.
+    Job {
+        /// The job (a file stem in jobs/).
+        name: String,
+        /// Extra environment for the run (repeatable).
+        #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Do not run the job's dependencies first.
+        #[arg(long)]
+        no_deps: bool,
+        /// One attempt only, whatever the job's retry policy.
+        #[arg(long)]
+        no_retry: bool,
+    },
+    /// List jobs: description, priority, schedules, last run, next fire.
+    List,
+    /// Check every configuration file; print each problem as FILE:LINE:COL: message.
+    Validate,
+    /// Finished runs, newest first.
+    History {
+        /// Only this job.
+        job: Option<String>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Print the captured output of a run (its last attempt unless --attempt).
+    Logs {
+        run_id: RunId,
+        /// Attempt number (WORKER_ATTEMPT).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Show one run in full, with each attempt and how long it took.
+    Show { run_id: RunId },
+    /// Enqueue runs for the daemon; prints their ids.
+    #[command(name = "queue:add")]
+    QueueAdd(queue::AddArgs),
+    /// Runs not finished yet (--all: every run), and why each is waiting.
+    #[command(name = "queue:list")]
+    QueueList {
+        /// Also list finished runs.
+        #[arg(long)]
+        all: bool,
+        /// At most this many runs.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Counts per state and per job; success rate and p50/p95 duration per job.
+    #[command(name = "queue:stats")]
+    QueueStats,
+    /// The dead-letter queue: runs that exhausted their attempts.
+    #[command(name = "queue:dlq")]
+    QueueDlq {
+        /// At most this many runs.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Re-enqueue dead runs as new runs; prints the new ids.
+    #[command(name = "queue:retry")]
+    QueueRetry {
+        /// The dead run to retry.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run_id: Option<RunId>,
+        /// Every run in the dead-letter queue.
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this job's dead runs.
+        #[arg(long, requires = "all")]
+        job: Option<String>,
+    },
+    /// Cancel a run that has not started, or stop a running one (its whole process group).
+    #[command(name = "queue:cancel")]
+    QueueCancel { run_id: RunId },
+    /// Delete dead-letter entries and/or finished history.
+    #[command(name = "queue:purge")]
+    QueuePurge {
+        /// Delete dead runs (the dead-letter queue).
+        #[arg(long)]
+        dlq: bool,
+        /// Delete finished runs older than this (e.g. 30d); with --dlq, only dead ones.
+        #[arg(long, value_name = "DUR")]
+        finished_before: Option<String>,
+    },
+    #[command(name = crate::exec::sentinel::SUBCOMMAND, hide = true)]
+    Sentinel,
+}
+
+/// `K=V` for `--env`.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not K=V"))?;
+    if !crate::config::interp::is_var_name(k) {
+        return Err(format!("`{k}` is not a valid environment variable name"));
+    }
+    if k.starts_with("WORKER_") {
+        return Err(format!(
+            "`{k}` is reserved: WORKER_* variables are set by worker"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A failure and its exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage: exit 2.
+    Usage(String),
+    /// Invalid configuration: every problem printed, exit 2.
+    Config(Diagnostics),
+    /// The operation ran and failed: exit 1.
+    Failed(String),
+    /// Exit with this code; everything was already said.
+    Exit(i32),
+}
+
+impl CliError {
+    pub fn code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Failed(_) => 1,
+            CliError::Exit(c) => *c,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// What every command knows: where things are and how to print.
+pub struct Ctx {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub json: bool,
+}
+
+impl Ctx {
+    /// The configuration; any problem is a usage failure (exit 2) listing them all.
+    pub fn config(&self) -> CliResult<Config> {
+        Config::load(&self.config_dir).map_err(CliError::Config)
+    }
+
+    pub fn data(&self) -> CliResult<DataDir> {
+        DataDir::open(&self.data_dir).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot create data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })
+    }
+
+    pub fn store(&self) -> CliResult<(DataDir, Store)> {
+        let data = self.data()?;
+        let store = Store::open(&data.db_path(), Durability::Full)?;
+        Ok((data, store))
+    }
+
+    /// A job name that must exist in `config` (unknown: usage error).
+    pub fn known_job(&self, config: &Config, name: &str) -> CliResult<()> {
+        if config.job(name).is_some() {
+            return Ok(());
+        }
+        let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+        let hint = crate::config::yaml::closest(name, &known)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Err(CliError::Usage(format!(
+            "unknown job `{name}`: there is no {}{hint}",
+            crate::config::display_path(&self.config_dir, &format!("jobs/{name}.yaml"))
+        )))
+    }
+}
+
+/// Parses a priority flag.
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse()
+}
+
+/// Entry point: parse, run, print the failure, return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            };
+        }
+    };
+    if matches!(cli.command, Command::Sentinel) {
+        return crate::exec::sentinel::sentinel_main();
+    }
+    init_logging(cli.verbose, cli.quiet);
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| cli.config.join(".worker"));
+    let ctx = Ctx {
+        config_dir: cli.config.clone(),
+        data_dir,
+        json: cli.json,
+    };
+    match run(&ctx, cli.command) {
+        Ok(()) => 0,
+        Err(e) => {
+            match &e {
+                CliError::Usage(m) | CliError::Failed(m) => eprintln!("error: {m}"),
+                CliError::Config(d) => {
+                    for p in d.iter() {
+                        eprintln!("{p}");
+                    }
+                    eprintln!(
+                        "error: invalid configuration ({} problem{})",
+                        d.len(),
+                        if d.len() == 1 { "" } else { "s" }
+                    );
+                }
+                CliError::Exit(_) => {}
+            }
+            e.code()
+        }
+    }
+}
+
+fn run(ctx: &Ctx, command: Command) -> CliResult {
+    match command {
+        Command::Daemon => daemon::run(ctx),
+        Command::Job {
+            name,
+            env,
+            no_deps,
+            no_retry,
+        } => job::run(ctx, &name, env, no_deps, no_retry),
+        Command::List => list::run(ctx),
+        Command::Validate => validate::run(ctx),
+        Command::History { job, limit } => history::history(ctx, job, limit),
+        Command::Show { run_id } => history::show(ctx, run_id),
+        Command::Logs { run_id, attempt } => logs::run(ctx, run_id, attempt),
+        Command::QueueAdd(args) => queue::add(ctx, args),
+        Command::QueueList { all, limit } => queue::list(ctx, all, limit),
+        Command::QueueStats => queue::stats(ctx),
+        Command::QueueDlq { limit } => queue::dlq(ctx, limit),
+        Command::QueueRetry { run_id, all, job } => queue::retry(ctx, run_id, all, job),
+        Command::QueueCancel { run_id } => queue::cancel(ctx, run_id),
+        Command::QueuePurge {
+            dlq,
+            finished_before,
+        } => queue::purge(ctx, dlq, finished_before),
+        Command::Sentinel => Ok(()),
+    }
+}
+
+/// Logs go to stderr. `WORKER_LOG` (a tracing filter) wins over `-v`/`-q`.
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "info",
+        (v, 0) if v >= 2 => "trace",
+        (_, 0) => "debug",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = std::env::var("WORKER_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}

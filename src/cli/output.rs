@@ -1,0 +1,134 @@
+//! Output: aligned tables for people, JSON for machines, and the shared run object.
+
+use comfy_table::{Cell, Table, presets};
+use serde_json::{Value, json};
+
+use crate::model::{Attempt, Run, Time};
+use crate::units::format_duration;
+
+/// A borderless, aligned table with a header row.
+pub fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(headers.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    t
+}
+
+/// Prints a table, trimming the padding comfy-table leaves at line ends.
+pub fn print_table(t: &Table) {
+    for line in t.to_string().lines() {
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Prints one JSON document.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}
+
+/// RFC 3339 in UTC with milliseconds, for JSON.
+pub fn rfc3339(t: Time) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn opt_rfc3339(t: Option<Time>) -> Value {
+    t.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
+}
+
+/// Local time for tables.
+pub fn local(t: Time) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+pub fn opt_local(t: Option<Time>) -> String {
+    t.map(local).unwrap_or_else(|| "-".into())
+}
+
+/// "in 4m05s" / "4m05s ago".
+pub fn relative(now: Time, t: Time) -> String {
+    let d = t - now;
+    match d.to_std() {
+        Ok(fwd) => format!("in {}", format_duration(fwd)),
+        Err(_) => format!("{} ago", format_duration((-d).to_std().unwrap_or_default())),
+    }
+}
+
+/// Wall time a run took, first start to end (including backoff between attempts).
+pub fn run_duration_ms(run: &Run) -> Option<i64> {
+    Some((run.finished_at? - run.started_at?).num_milliseconds())
+}
+
+/// The JSON run object (SPEC 5): snake_case, RFC 3339 times. `env` lists only the variable names:
+/// values given with `--env` may be secrets.
+pub fn run_json(run: &Run) -> Value {
+    json!({
+        "id": run.id,
+        "job": run.job,
+        "state": run.state,
+        "priority": run.priority,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "trigger": run.trigger,
+        "key": run.key,
+        "depends_on": run.depends_on,
+        "created_at": rfc3339(run.created_at),
+        "due_at": rfc3339(run.due_at),
+        "started_at": opt_rfc3339(run.started_at),
+        "finished_at": opt_rfc3339(run.finished_at),
+        "duration_ms": run_duration_ms(run),
+        "exit_code": run.exit_code,
+        "signal": run.signal,
+        "error": run.error,
+        "schedule": run.schedule,
+        "scheduled_at": opt_rfc3339(run.scheduled_at),
+        "env": run.env.keys().collect::<Vec<_>>(),
+        "retry_of": run.retry_of,
+        "retried_by": run.retried_by,
+    })
+}
+
+/// The JSON attempt object.
+pub fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "attempt": a.number,
+        "seq": a.seq,
+        "started_at": rfc3339(a.started_at),
+        "finished_at": opt_rfc3339(a.finished_at),
+        "duration_ms": a.finished_at.map(|f| (f - a.started_at).num_milliseconds()),
+        "outcome": a.outcome,
+        "exit_code": a.exit_code,
+        "signal": a.signal,
+        "error": a.error,
+        "output_bytes": a.output_bytes,
+    })
+}
+
+/// "3" or "3 (SIGKILL)" or "-" for the exit column.
+pub fn exit_text(exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (exit_code, signal) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => crate::exec::signal_name(s).to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// A human byte count.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

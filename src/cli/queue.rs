@@ -1,0 +1,575 @@
+//! `worker queue:*`.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use chrono::DateTime;
+use serde_json::{Value, json};
+
+use super::output::{
+    exit_text, local, opt_local, print_json, print_table, relative, run_json, table,
+};
+use super::{CliError, CliResult, Ctx, parse_env, parse_priority};
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::model::{Priority, RunId, RunState, Time, Trigger};
+use crate::queue::lifecycle::{self, CancelResult, RetryError};
+use crate::queue::{EnqueueError, Request, enqueue};
+use crate::store::{RunFilter, Store, StoreError};
+use crate::units::{format_duration, parse_duration};
+use crate::wake;
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The job to enqueue (omit with --stdin).
+    #[arg(required_unless_present = "stdin")]
+    pub job: Option<String>,
+    /// critical, high, normal or low [default: the job's].
+    #[arg(long, value_parser = parse_priority)]
+    pub priority: Option<Priority>,
+    /// Start no sooner than this long from now (e.g. 30m).
+    #[arg(long = "in", value_name = "DUR", conflicts_with = "at")]
+    pub delay: Option<String>,
+    /// Start no sooner than this instant (RFC 3339, e.g. 2026-12-01T06:00:00+01:00).
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Idempotency key: if a run of this job holds it, that run is returned instead.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Start only after this run succeeded (repeatable).
+    #[arg(long = "after", value_name = "RUN_ID")]
+    pub after: Vec<RunId>,
+    /// Extra environment for the run (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Enqueue this many identical runs at once.
+    #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "key")]
+    pub count: u32,
+    /// Read runs from stdin, one JSON object per line:
+    /// {"job":"x","priority":"high","in":"5m","at":"…","key":"…","after":[1],"env":{"K":"V"}}
+    #[arg(long, conflicts_with_all = ["job", "priority", "delay", "at", "key", "after", "env", "count"])]
+    pub stdin: bool,
+}
+
+/// Parses `--in`/`--at` into a due time.
+fn due_time(now: Time, delay: Option<&str>, at: Option<&str>) -> Result<Option<Time>, String> {
+    match (delay, at) {
+        (Some(d), _) => {
+            let d = parse_duration(d).map_err(|e| format!("--in: {e}"))?;
+            Ok(Some(
+                now + chrono::Duration::from_std(d).map_err(|e| e.to_string())?,
+            ))
+        }
+        (None, Some(a)) => DateTime::parse_from_rfc3339(a)
+            .map(|t| Some(t.to_utc()))
+            .map_err(|e| {
+                format!("--at: `{a}` is not an RFC 3339 time ({e}); e.g. 2026-12-01T06:00:00Z")
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// One JSON line of `queue:add --stdin`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    job: String,
+    priority: Option<String>,
+    #[serde(rename = "in")]
+    delay: Option<String>,
+    at: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    after: Vec<RunId>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
+    let config = ctx.config()?;
+    let now = chrono::Utc::now();
+    let mut requests = Vec::new();
+    if args.stdin {
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.map_err(|e| CliError::Failed(format!("reading stdin: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |m: String| CliError::Usage(format!("stdin line {}: {m}", i + 1));
+            let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+            ctx.known_job(&config, &l.job).map_err(|e| match e {
+                CliError::Usage(m) => bad(m),
+                other => other,
+            })?;
+            let mut r = Request::new(l.job, Trigger::Queue);
+            r.priority = l
+                .priority
+                .as_deref()
+                .map(parse_priority)
+                .transpose()
+                .map_err(bad)?;
+            r.due_at = due_time(now, l.delay.as_deref(), l.at.as_deref()).map_err(bad)?;
+            r.key = l.key;
+            r.after = l.after;
+            for (k, v) in l.env {
+                let (k, v) = parse_env(&format!("{k}={v}")).map_err(bad)?;
+                r.env.insert(k, v);
+            }
+            requests.push(r);
+        }
+    } else {
+        let job = args.job.clone().unwrap_or_default();
+        ctx.known_job(&config, &job)?;
+        if args.count == 0 {
+            return Err(CliError::Usage("--count must be at least 1".into()));
+        }
+        let mut r = Request::new(job, Trigger::Queue);
+        r.priority = args.priority;
+        r.due_at =
+            due_time(now, args.delay.as_deref(), args.at.as_deref()).map_err(CliError::Usage)?;
+        r.key = args.key.clone();
+        r.after = args.after.clone();
+        r.env = args.env.iter().cloned().collect();
+        requests.extend(std::iter::repeat_n(r, args.count as usize));
+    }
+    let (data, mut store) = ctx.store()?;
+    let ids = store.write(|tx| {
+        let mut ids = Vec::with_capacity(requests.len());
+        for r in &requests {
+            ids.push(enqueue(tx, &config, r, now)?.id);
+        }
+        Ok::<_, EnqueueError>(ids)
+    });
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(EnqueueError::UnknownJob(j)) => {
+            return Err(CliError::Usage(format!("unknown job `{j}`")));
+        }
+        Err(e) => return Err(CliError::Failed(e.to_string())),
+    };
+    wake::notify(&data);
+    print_runs_or_ids(ctx, &mut store, &ids)
+}
+
+/// Prints the run objects (`--json`) or one id per line.
+fn print_runs_or_ids(ctx: &Ctx, store: &mut Store, ids: &[RunId]) -> CliResult {
+    if ctx.json {
+        let runs = store.read(|tx| {
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(r) = tx.run(id)? {
+                    out.push(run_json(&r));
+                }
+            }
+            Ok::<_, StoreError>(out)
+        })?;
+        print_json(&Value::Array(runs));
+    } else {
+        let mut out = String::with_capacity(ids.len() * 8);
+        for id in ids {
+            out.push_str(&id.to_string());
+            out.push('\n');
+        }
+        print!("{out}");
+    }
+    Ok(())
+}
+
+/// Why a run that has not started is not running yet.
+fn waiting_reason(
+    tx: &crate::store::Tx<'_>,
+    config: Option<&Config>,
+    run: &crate::model::Run,
+    running: &std::collections::HashMap<String, u32>,
+    now: Time,
+) -> Result<String, StoreError> {
+    Ok(match run.state {
+        RunState::Delayed => format!("due {}", relative(now, run.due_at)),
+        RunState::Retrying => format!(
+            "retry {} after: {}",
+            relative(now, run.due_at),
+            run.error.clone().unwrap_or_default()
+        ),
+        RunState::Waiting => {
+            let pending: Vec<String> = tx
+                .dep_states(run.id)?
+                .into_iter()
+                .filter(|(_, _, s)| *s != RunState::Succeeded)
+                .map(|(id, job, s)| format!("{job} run {id} ({s})"))
+                .collect();
+            format!("waiting for {}", pending.join(", "))
+        }
+        RunState::Queued => match (
+            &run.owner,
+            lifecycle::queued_reason(config, &run.job, running),
+        ) {
+            (Some(o), _) => format!("reserved by {o}"),
+            (None, Some(r)) => r,
+            (None, None) => "ready".into(),
+        },
+        RunState::Running => match &run.owner {
+            Some(o) if o != crate::datadir::DAEMON_LEASE => format!("running in {o}"),
+            _ => String::new(),
+        },
+        _ => run.error.clone().unwrap_or_default(),
+    })
+}
+
+pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
+    // Limits come from the configuration; a broken one only loses the explanation.
+    let config = Config::load(&ctx.config_dir).ok();
+    let (_, mut store) = ctx.store()?;
+    let now = chrono::Utc::now();
+    let states = if all {
+        Vec::new()
+    } else {
+        vec![
+            RunState::Delayed,
+            RunState::Waiting,
+            RunState::Queued,
+            RunState::Running,
+            RunState::Retrying,
+        ]
+    };
+    let filter = RunFilter {
+        states,
+        limit,
+        ..Default::default()
+    };
+    let rows = store.read(|tx| {
+        let runs = tx.list_runs(&filter)?;
+        let running = tx.running_counts()?;
+        let mut out = Vec::with_capacity(runs.len());
+        for r in runs {
+            let why = waiting_reason(tx, config.as_ref(), &r, &running, now)?;
+            out.push((r, why));
+        }
+        Ok::<_, StoreError>(out)
+    })?;
+    if ctx.json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(r, why)| {
+                let mut o = run_json(r);
+                o["reason"] = if why.is_empty() {
+                    Value::Null
+                } else {
+                    json!(why)
+                };
+                o
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "{}",
+            if all {
+                "no runs"
+            } else {
+                "no runs waiting or running"
+            }
+        );
+        return Ok(());
+    }
+    let mut t = table(&[
+        "ID",
+        "JOB",
+        "STATE",
+        "PRIORITY",
+        "ATTEMPT",
+        "DUE/STARTED",
+        "DEPENDS ON",
+        "WHY",
+    ]);
+    for (r, why) in &rows {
+        let when = match r.state {
+            RunState::Running => opt_local(r.started_at),
+            s if s.is_final() => opt_local(r.finished_at),
+            _ => local(r.due_at),
+        };
+        let deps = if r.depends_on.is_empty() {
+            "-".into()
+        } else {
+            r.depends_on
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        t.add_row(vec![
+            r.id.to_string(),
+            r.job.clone(),
+            r.state.to_string(),
+            r.priority.to_string(),
+            format!("{}/{}", r.attempt, r.max_attempts),
+            when,
+            deps,
+            why.clone(),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+pub fn stats(ctx: &Ctx) -> CliResult {
+    let (_, mut store) = ctx.store()?;
+    let (counts, per_job, stats) = store.read(|tx| {
+        Ok::<_, StoreError>((tx.state_counts()?, tx.job_state_counts()?, tx.job_stats()?))
+    })?;
+    let mut jobs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (job, state, n) in per_job {
+        jobs.entry(job).or_default().insert(state, n);
+    }
+    let stat_of = |job: &str| stats.iter().find(|s| s.job == job);
+    let rate = |job: &str| {
+        stat_of(job).and_then(|s| {
+            let done = s.succeeded + s.dead;
+            (done > 0).then(|| s.succeeded as f64 / done as f64)
+        })
+    };
+    if ctx.json {
+        let v: Vec<Value> = jobs
+            .iter()
+            .map(|(job, c)| {
+                let s = stat_of(job);
+                json!({
+                    "job": job,
+                    "counts": c,
+                    "success_rate": rate(job),
+                    "p50_ms": s.and_then(|s| percentile(&s.durations_ms, 50.0)),
+                    "p95_ms": s.and_then(|s| percentile(&s.durations_ms, 95.0)),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(());
+    }
+    let mut t = table(&["STATE", "RUNS"]);
+    for s in RunState::ALL {
+        t.add_row(vec![
+            s.to_string(),
+            counts.get(s.as_str()).copied().unwrap_or(0).to_string(),
+        ]);
+    }
+    print_table(&t);
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    println!();
+    let mut t = table(&[
+        "JOB",
+        "ACTIVE",
+        "SUCCEEDED",
+        "DEAD",
+        "CANCELLED",
+        "SUCCESS",
+        "P50",
+        "P95",
+    ]);
+    let ms = |m: Option<i64>| {
+        m.map(|m| format_duration(std::time::Duration::from_millis(m.max(0) as u64)))
+            .unwrap_or("-".into())
+    };
+    for (job, c) in &jobs {
+        let get = |s: &str| c.get(s).copied().unwrap_or(0);
+        let active: u64 = ["delayed", "waiting", "queued", "running", "retrying"]
+            .iter()
+            .map(|s| get(s))
+            .sum();
+        let s = stat_of(job);
+        t.add_row(vec![
+            job.clone(),
+            active.to_string(),
+            get("succeeded").to_string(),
+            get("dead").to_string(),
+            get("cancelled").to_string(),
+            rate(job)
+                .map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            ms(s.and_then(|s| percentile(&s.durations_ms, 50.0))),
+            ms(s.and_then(|s| percentile(&s.durations_ms, 95.0))),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+pub fn dlq(ctx: &Ctx, limit: Option<u32>) -> CliResult {
+    let (_, mut store) = ctx.store()?;
+    let runs = store.read(|tx| {
+        tx.list_runs(&RunFilter {
+            dlq: true,
+            limit,
+            ..Default::default()
+        })
+    })?;
+    if ctx.json {
+        print_json(&Value::Array(runs.iter().map(run_json).collect()));
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("the dead-letter queue is empty");
+        return Ok(());
+    }
+    let mut t = table(&[
+        "ID",
+        "JOB",
+        "ATTEMPTS",
+        "REASON / LAST ERROR",
+        "EXIT",
+        "DIED AT",
+    ]);
+    for r in &runs {
+        t.add_row(vec![
+            r.id.to_string(),
+            r.job.clone(),
+            format!("{}/{}", r.attempt, r.max_attempts),
+            r.error.clone().unwrap_or_default(),
+            exit_text(r.exit_code, r.signal),
+            opt_local(r.finished_at),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -> CliResult {
+    let config = ctx.config()?;
+    if let Some(j) = &job {
+        ctx.known_job(&config, j)?;
+    }
+    let (data, mut store) = ctx.store()?;
+    let now = chrono::Utc::now();
+    let result = store.write(|tx| {
+        let targets: Vec<RunId> = if all {
+            tx.list_runs(&RunFilter {
+                dlq: true,
+                job: job.clone(),
+                ..Default::default()
+            })?
+            .iter()
+            .map(|r| r.id)
+            .collect()
+        } else {
+            run_id.into_iter().collect()
+        };
+        let mut new = Vec::with_capacity(targets.len());
+        for id in targets {
+            new.push(lifecycle::retry_dead(tx, &config, id, now)?);
+        }
+        Ok::<_, RetryError>(new)
+    });
+    let ids = match result {
+        Ok(ids) => ids,
+        Err(RetryError::Enqueue(EnqueueError::UnknownJob(j))) => {
+            return Err(CliError::Failed(format!(
+                "cannot retry: job `{j}` is no longer defined"
+            )));
+        }
+        Err(e) => return Err(CliError::Failed(e.to_string())),
+    };
+    wake::notify(&data);
+    print_runs_or_ids(ctx, &mut store, &ids)
+}
+
+/// Recovers runs held by processes that died (so cancelling one of them does not wait forever).
+fn recover_dead_owners(ctx: &Ctx, data: &DataDir, store: &mut Store) -> CliResult {
+    let config = Config::load(&ctx.config_dir).unwrap_or_else(|_| Config::empty(&ctx.config_dir));
+    let now = chrono::Utc::now();
+    for owner in store.read(|tx| tx.owners())? {
+        if !data.lease_alive(&owner) {
+            store.write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn cancel(ctx: &Ctx, id: RunId) -> CliResult {
+    let (data, mut store) = ctx.store()?;
+    recover_dead_owners(ctx, &data, &mut store)?;
+    let now = chrono::Utc::now();
+    let result = store.write(|tx| lifecycle::cancel(tx, id, now))?;
+    wake::notify(&data);
+    let (msg, ok) = match result {
+        None => return Err(CliError::Failed(format!("run {id} does not exist"))),
+        Some(CancelResult::Cancelled) => (format!("run {id} cancelled"), true),
+        Some(CancelResult::Stopping) => (
+            format!("run {id} is running: its process group is being stopped"),
+            true,
+        ),
+        Some(CancelResult::AlreadyFinished(s)) => (
+            format!("run {id} already finished ({s}): nothing to cancel"),
+            false,
+        ),
+    };
+    if ctx.json {
+        print_json(
+            &json!({"id": id, "result": if ok { msg.as_str() } else { "already finished" }}),
+        );
+    } else if ok {
+        println!("{msg}");
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Failed(msg))
+    }
+}
+
+pub fn purge(ctx: &Ctx, dlq: bool, finished_before: Option<String>) -> CliResult {
+    if !dlq && finished_before.is_none() {
+        return Err(CliError::Usage(
+            "say what to purge: --dlq and/or --finished-before DUR".into(),
+        ));
+    }
+    let before = match &finished_before {
+        Some(d) => {
+            let d = parse_duration(d)
+                .map_err(|e| CliError::Usage(format!("--finished-before: {e}")))?;
+            Some(
+                chrono::Utc::now()
+                    - chrono::Duration::from_std(d).map_err(|e| CliError::Usage(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let (data, mut store) = ctx.store()?;
+    let purged = store.write(|tx| {
+        let ids = tx.purge(before, dlq)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push((id, tx.attempt_seqs(id)?));
+        }
+        Ok::<_, StoreError>(out)
+    })?;
+    for (id, seqs) in &purged {
+        crate::daemon::remove_logs(&data, *id, seqs);
+    }
+    if ctx.json {
+        print_json(
+            &json!({"purged": purged.len(), "ids": purged.iter().map(|(id, _)| id).collect::<Vec<_>>()}),
+        );
+    } else {
+        let what = if dlq { "dead" } else { "finished" };
+        let age = finished_before
+            .map(|d| format!(" finished more than {d} ago"))
+            .unwrap_or_default();
+        println!(
+            "purged {} {what} run{}{age}",
+            purged.len(),
+            if purged.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}

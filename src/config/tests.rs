@@ -1,0 +1,250 @@
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::model::Priority;
+use crate::queue::retry::Backoff;
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, text).unwrap();
+}
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "REPORT_DIR" => Some("/srv/reports".into()),
+        _ => None,
+    }
+}
+
+fn load(dir: &Path) -> Result<Config, Diagnostics> {
+    Config::load_with_env(dir, &env)
+}
+
+/// The diagnostics as printed, with the temporary directory's prefix removed.
+fn messages(d: &Diagnostics) -> Vec<String> {
+    d.iter()
+        .map(|d| {
+            let s = d.to_string();
+            match s.find("/jobs/").or_else(|| s.find("/scheduler.yaml")) {
+                Some(i) => s[i + 1..].to_string(),
+                None => s,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_job_parses() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "jobs/report.yaml",
+        r#"description: Nightly sales report
+run: ./bin/report --date "$WORKER_SCHEDULED_AT"
+env: { REPORT_DIR: "${REPORT_DIR}", LEVEL: 3, MODE: "${MODE:-fast}" }
+timeout: 10m
+priority: high
+depends_on: [sync]
+concurrency: 2
+retry:
+  attempts: 3
+  backoff: fixed
+  initial: 10s
+  max: 10m
+  jitter: false
+"#,
+    );
+    write(
+        t.path(),
+        "jobs/sync.yaml",
+        "command: [rsync, -a, src/, dst/]\n",
+    );
+    let c = load(t.path()).unwrap();
+    let j = &c.jobs["report"];
+    assert_eq!(
+        j.exec,
+        Exec::Shell("./bin/report --date \"$WORKER_SCHEDULED_AT\"".into())
+    );
+    assert_eq!(j.env["REPORT_DIR"], "/srv/reports");
+    assert_eq!(j.env["LEVEL"], "3");
+    assert_eq!(j.env["MODE"], "fast");
+    assert_eq!(j.timeout, Some(std::time::Duration::from_secs(600)));
+    assert_eq!(j.priority, Priority::High);
+    assert_eq!(j.dependency_names().collect::<Vec<_>>(), vec!["sync"]);
+    assert_eq!(j.concurrency, 2);
+    assert_eq!(j.retry.attempts, 3);
+    assert_eq!(j.retry.backoff, Backoff::Fixed);
+    assert!(!j.retry.jitter);
+    assert_eq!(
+        c.jobs["sync"].exec,
+        Exec::Argv(vec![
+            "rsync".into(),
+            "-a".into(),
+            "src/".into(),
+            "dst/".into()
+        ])
+    );
+    assert_eq!(c.jobs["sync"].workdir, t.path());
+    assert_eq!(c.jobs["sync"].retry.attempts, 1);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass_with_positions() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "jobs/a.yaml",
+        "run: echo hi\ntimeout: 10\npriority: urgent\nconcurrency: 0\nretyr: {}\ndepends_on: [nope]\nenv: { KEY: \"${MISSING}\" }\n",
+    );
+    write(t.path(), "jobs/b.yaml", "run: x\ncommand: [y]\n");
+    write(t.path(), "jobs/c.yaml", "description: nothing to run\n");
+    write(t.path(), "jobs/Bad.yaml", "run: x\n");
+    write(t.path(), "jobs/d.yaml", "run: [unclosed\n");
+    write(t.path(), "jobs/e.yml", "run: x\n");
+    let d = load(t.path()).unwrap_err();
+    let m = messages(&d);
+    let expect = [
+        "jobs/Bad.yaml: `Bad` is not a valid job name",
+        "jobs/a.yaml:2:10: timeout: `10` has no unit",
+        "jobs/a.yaml:3:11: priority must be one of critical, high, normal, low, found `urgent`",
+        "jobs/a.yaml:4:14: concurrency must be between 1 and 10000, found 0",
+        "jobs/a.yaml:7:13: env.KEY: environment variable `MISSING` is not set",
+        "jobs/a.yaml:5:1: unknown field `retyr` in a job (did you mean `retry`?)",
+        "jobs/a.yaml:6:14: depends_on: unknown job `nope`",
+        "jobs/b.yaml:2:1: a job has either `run`",
+        "jobs/c.yaml:1:1: a job needs `run: <shell line>`",
+        "jobs/d.yaml:1:6: invalid YAML",
+        "jobs/e.yml: job files must end in `.yaml`",
+    ];
+    for e in expect {
+        assert!(
+            m.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            m.join("\n")
+        );
+    }
+    assert_eq!(m.len(), expect.len(), "{}", m.join("\n"));
+}
+
+#[test]
+fn file_names_are_shown_as_reached_from_the_config_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("conf");
+    write(&conf, "jobs/report.yaml", "run: x\nbogus: 1\n");
+    let d = load(&conf).unwrap_err();
+    assert_eq!(d.0[0].file, format!("{}/jobs/report.yaml", conf.display()));
+    assert_eq!(
+        display_path(Path::new("conf"), "jobs/report.yaml"),
+        "conf/jobs/report.yaml"
+    );
+    assert_eq!(
+        display_path(Path::new("."), "jobs/report.yaml"),
+        "jobs/report.yaml"
+    );
+}
+
+#[test]
+fn cycles_are_found_and_named() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/a.yaml", "run: x\ndepends_on: [b]\n");
+    write(t.path(), "jobs/b.yaml", "run: x\ndepends_on: [c]\n");
+    write(t.path(), "jobs/c.yaml", "run: x\ndepends_on: [a]\n");
+    write(t.path(), "jobs/d.yaml", "run: x\ndepends_on: [a]\n");
+    write(t.path(), "jobs/self.yaml", "run: x\ndepends_on: self\n");
+    let m = messages(&load(t.path()).unwrap_err());
+    assert!(
+        m.contains(&"jobs/c.yaml:2:14: dependency cycle: a -> b -> c -> a".to_string()),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|l| l.starts_with("jobs/self.yaml:2:13: job `self` cannot depend on itself")),
+        "{m:?}"
+    );
+    assert_eq!(m.len(), 2, "{m:?}");
+}
+
+#[test]
+fn a_dependency_on_a_broken_job_is_not_called_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/a.yaml", "run: x\ndepends_on: [b]\n");
+    write(t.path(), "jobs/b.yaml", "timeout: 5s\n");
+    let m = messages(&load(t.path()).unwrap_err());
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0].starts_with("jobs/b.yaml"));
+}
+
+#[test]
+fn scheduler_settings() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "scheduler.yaml",
+        "timezone: America/New_York\nconcurrency: 4\nshutdown_timeout: 45s\nhistory: { keep_days: 7 }\noutput_limit: 2MiB\n",
+    );
+    let c = load(t.path()).unwrap();
+    assert_eq!(c.settings.timezone, chrono_tz::America::New_York);
+    assert_eq!(c.settings.concurrency, 4);
+    assert_eq!(
+        c.settings.shutdown_timeout,
+        std::time::Duration::from_secs(45)
+    );
+    assert_eq!(c.settings.keep_days, 7);
+    assert_eq!(c.settings.output_limit, 2 << 20);
+    assert!(c.jobs.is_empty());
+
+    write(
+        t.path(),
+        "scheduler.yaml",
+        "timezone: Mars/Olympus\nconcurrency: many\nhistory: { keep: 7 }\n",
+    );
+    let m = messages(&load(t.path()).unwrap_err());
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(
+        m[0].starts_with("scheduler.yaml:1:11: timezone: unknown time zone `Mars/Olympus`"),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn empty_and_missing_files_are_fine() {
+    let t = tempfile::tempdir().unwrap();
+    let c = load(t.path()).unwrap();
+    assert!(c.jobs.is_empty());
+    write(t.path(), "scheduler.yaml", "");
+    write(t.path(), "jobs/.hidden.yaml.swp", "garbage: [");
+    write(t.path(), "jobs/README.md", "# notes");
+    assert!(load(t.path()).is_ok());
+}
+
+#[test]
+fn bad_input_never_panics() {
+    let t = tempfile::tempdir().unwrap();
+    for text in [
+        "\u{0}",
+        "- a\n- b\n",
+        "42",
+        "run: {a: b}",
+        "run: ''",
+        "command: []",
+        "command: [\"\"]",
+        "command: x",
+        "run: x\nenv: [a]",
+        "run: x\nenv: {1BAD: x, WORKER_JOB: y}",
+        "run: x\nretry: {attempts: -1, max: 1s}",
+        "run: x\ntimeout: 0s",
+        "run: x\nworkdir: /definitely/not/here",
+        "run: x\noutput_limit: 1B",
+        "&a [*a]",
+    ] {
+        write(t.path(), "jobs/x.yaml", text);
+        assert!(load(t.path()).is_err(), "{text:?} should be refused");
+    }
+    fs::write(t.path().join("jobs/x.yaml"), [0xff, 0xfe, b'\n']).unwrap();
+    assert_eq!(
+        messages(&load(t.path()).unwrap_err()),
+        vec!["jobs/x.yaml: not valid UTF-8 text".to_string()]
+    );
+}

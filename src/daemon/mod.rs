@@ -1,0 +1,428 @@
+//! The daemon: one owner task that drives the queue.
+//!
+//! The engine owns the store connection and the table of running attempts. Everything that can
+//! change what should happen next arrives as an event — an attempt ended (from its task), a
+//! wake-up datagram (another command wrote to the store), a timer (the next delayed run is due),
+//! a signal — and each turn of the loop commits, in *one* write transaction, every finished
+//! attempt it has collected, the promotion of due runs and the claims for free slots (group
+//! commit: one fsync for many state changes). Then it sleeps. While idle it wakes only when
+//! something is due, or once a minute for housekeeping: no polling.
+//!
+//! Architecture invariant: nothing on this loop blocks on the network or on a child process.
+//! Attempts run in their own tasks; the engine only ever waits on the store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::datadir::{DAEMON_LEASE, DataDir, Lease, LockError};
+use crate::exec::{Executor, StopReason, capture};
+use crate::model::{RunId, Time};
+use crate::queue::lifecycle;
+use crate::queue::{Claimed, Report};
+use crate::runner;
+use crate::store::{Durability, Store, StoreError};
+use crate::wake;
+
+/// How often the idle daemon looks for runs left by dead foreground processes.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// How often finished history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Wake-up interval when the wake socket could not be bound.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+/// What the daemon needs to start.
+pub struct Options {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+    /// Our own binary, to run as the sentinel (`None` disables it).
+    pub sentinel: Option<PathBuf>,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("invalid configuration:\n{0}")]
+    Config(crate::config::Diagnostics),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A running attempt, as the engine tracks it.
+struct Handle {
+    job: String,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+/// An attempt's end, sent by its task to the engine.
+struct Done {
+    job: String,
+    attempt: u32,
+    report: Report,
+    duration: Duration,
+}
+
+struct Engine {
+    config: Arc<Config>,
+    data: DataDir,
+    store: Store,
+    exec: Arc<Executor>,
+    clock: Arc<dyn Clock>,
+    running: HashMap<RunId, Handle>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Ended attempts not yet committed.
+    pending: Vec<Done>,
+    /// Set once shutdown begins: nothing new starts.
+    stopping: bool,
+    last_prune: Option<Instant>,
+    /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
+    _lease: Lease,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let config = Config::load(&opts.config_dir).map_err(DaemonError::Config)?;
+    let data = DataDir::open(&opts.data_dir).map_err(|e| {
+        DaemonError::Io(format!(
+            "cannot create data directory {}: {e}",
+            opts.data_dir.display()
+        ))
+    })?;
+    let lease = Lease::daemon(&data)?;
+    let store = Store::open(&data.db_path(), Durability::Full)?;
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut engine = Engine {
+        config: Arc::new(config),
+        data,
+        store,
+        exec: Arc::new(Executor::new(opts.sentinel)),
+        clock: opts.clock,
+        running: HashMap::new(),
+        done_tx,
+        done_rx,
+        pending: Vec::new(),
+        stopping: false,
+        last_prune: None,
+        _lease: lease,
+    };
+    engine.recover_all()?;
+    engine.prune();
+    let listener = match wake::Listener::bind(&engine.data) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, path = %engine.data.socket_path().display(),
+                "cannot bind the wake-up socket; checking the queue every second instead");
+            None
+        }
+    };
+    info!(
+        jobs = engine.config.jobs.len(),
+        concurrency = engine.config.settings.concurrency,
+        data_dir = %engine.data.root().display(),
+        "worker daemon started"
+    );
+    engine.main_loop(listener.as_ref()).await
+}
+
+impl Engine {
+    /// Recovers the runs of every dead owner: ours from a previous life, and those of foreground
+    /// `worker job` processes that died.
+    fn recover_all(&mut self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let owners = self.store.read(|tx| tx.owners())?;
+        for owner in owners {
+            let dead = owner == DAEMON_LEASE || !self.data.lease_alive(&owner);
+            if !dead {
+                continue;
+            }
+            let config = self.config.clone();
+            let recovered = self
+                .store
+                .write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))?;
+            for (run, state) in recovered {
+                warn!(run, owner = %owner, state = %state, "recovered a run left running by a process that died");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes finished runs older than `history.keep_days`, and their output.
+    fn prune(&mut self) {
+        let due = self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
+        if !due {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let before =
+            self.clock.now() - chrono::Duration::days(i64::from(self.config.settings.keep_days));
+        let data = self.data.clone();
+        let result = self.store.write(|tx| {
+            let ids = tx.purge(Some(before), false)?;
+            let mut seqs = Vec::new();
+            for &id in &ids {
+                seqs.push((id, tx.attempt_seqs(id)?));
+            }
+            Ok::<_, StoreError>(seqs)
+        });
+        match result {
+            Ok(pruned) => {
+                for (id, seqs) in &pruned {
+                    remove_logs(&data, *id, seqs);
+                }
+                if !pruned.is_empty() {
+                    info!(
+                        runs = pruned.len(),
+                        "pruned finished runs older than history.keep_days"
+                    );
+                }
+            }
+            Err(e) => error!(error = %e, "cannot prune history"),
+        }
+    }
+
+    async fn main_loop(&mut self, listener: Option<&wake::Listener>) -> Result<(), DaemonError> {
+        let mut sigterm =
+            signal(SignalKind::terminate()).map_err(|e| DaemonError::Io(e.to_string()))?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(|e| DaemonError::Io(e.to_string()))?;
+        let mut sighup =
+            signal(SignalKind::hangup()).map_err(|e| DaemonError::Io(e.to_string()))?;
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let next_due = match self.turn() {
+                Ok(n) => n,
+                Err(e) => {
+                    error!(error = %e, "store error; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if !self.pending.is_empty() {
+                continue;
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                last_housekeeping = Instant::now();
+                if let Err(e) = self.recover_all() {
+                    error!(error = %e, "cannot check for runs of dead processes");
+                }
+                self.prune();
+            }
+            let mut sleep_for = HOUSEKEEPING.saturating_sub(last_housekeeping.elapsed());
+            if let Some(due) = next_due {
+                sleep_for = sleep_for.min(until(self.clock.now(), due));
+            }
+            if listener.is_none() {
+                sleep_for = sleep_for.min(FALLBACK_POLL);
+            }
+            tokio::select! {
+                Some(done) = self.done_rx.recv() => {
+                    self.pending.push(done);
+                    while let Ok(more) = self.done_rx.try_recv() {
+                        self.pending.push(more);
+                    }
+                }
+                _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = sigterm.recv() => return self.shutdown("SIGTERM", &mut sigterm, &mut sigint).await,
+                _ = sigint.recv() => return self.shutdown("SIGINT", &mut sigterm, &mut sigint).await,
+                _ = sighup.recv() => self.reload(),
+            }
+        }
+    }
+
+    /// One turn: commit ended attempts, promote due runs, claim free slots, start them, and
+    /// pass on cancel requests. Returns when the next delayed run is due.
+    fn turn(&mut self) -> Result<Option<Time>, StoreError> {
+        let now = self.clock.now();
+        let dones = std::mem::take(&mut self.pending);
+        let config = self.config.clone();
+        let accept = !self.stopping;
+        let check_cancels = !self.running.is_empty();
+        let limit = config.settings.concurrency as usize;
+        let result = self.store.write(|tx| {
+            let mut states = Vec::with_capacity(dones.len());
+            for d in &dones {
+                states.push(lifecycle::finish(
+                    tx,
+                    &config,
+                    &d.report,
+                    now,
+                    fastrand::f64(),
+                )?);
+            }
+            let mut claimed = Vec::new();
+            if accept {
+                lifecycle::promote_due(tx, now)?;
+                claimed = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
+            }
+            let cancels = if check_cancels {
+                tx.cancel_requests(DAEMON_LEASE)?
+            } else {
+                Vec::new()
+            };
+            let next_due = tx.next_due()?;
+            Ok::<_, StoreError>((states, claimed, cancels, next_due))
+        });
+        let (states, claimed, cancels, next_due) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.pending = dones;
+                return Err(e);
+            }
+        };
+        for (d, state) in dones.iter().zip(states) {
+            self.running.remove(&d.report.run);
+            info!(job = %d.job, run = d.report.run, attempt = d.attempt, state = %state,
+                duration_ms = d.duration.as_millis() as u64, "attempt ended");
+        }
+        for id in cancels {
+            if let Some(h) = self.running.get(&id) {
+                info!(job = %h.job, run = id, "cancel requested: stopping the process group");
+                let _ = h.stop.send(Some(StopReason::Cancel));
+            }
+        }
+        for c in claimed {
+            self.launch(c);
+        }
+        Ok(next_due)
+    }
+
+    /// Starts a claimed attempt in its own task.
+    fn launch(&mut self, claimed: Claimed) {
+        let run = claimed.run.id;
+        let job = claimed.run.job.clone();
+        let attempt = claimed.attempt;
+        let spec = match runner::spec_for(&claimed, &self.config, &self.data, false) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(job = %job, run, error = %e, "cannot start run");
+                let report = runner::report_unstartable(&claimed, e);
+                self.pending.push(Done {
+                    job,
+                    attempt,
+                    report,
+                    duration: Duration::ZERO,
+                });
+                return;
+            }
+        };
+        info!(job = %job, run, attempt, max_attempts = claimed.run.max_attempts, trigger = %claimed.run.trigger, "attempt started");
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.running.insert(
+            run,
+            Handle {
+                job: job.clone(),
+                stop: stop_tx,
+            },
+        );
+        let exec = self.exec.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let finished = exec.run(&spec, stop_rx).await;
+            let report = runner::report_for(&claimed, &finished, spec.timeout);
+            let _ = tx.send(Done {
+                job,
+                attempt,
+                report,
+                duration: finished.duration,
+            });
+        });
+    }
+
+    /// SIGHUP: load the configuration again; keep the old one if the new one is invalid.
+    fn reload(&mut self) {
+        match Config::load(&self.config.dir) {
+            Ok(config) => {
+                info!(jobs = config.jobs.len(), "configuration reloaded");
+                self.config = Arc::new(config);
+            }
+            Err(diags) => {
+                for d in diags.iter() {
+                    error!("{d}");
+                }
+                error!(
+                    problems = diags.len(),
+                    "configuration rejected; still running the previous one"
+                );
+            }
+        }
+    }
+
+    /// Graceful stop: start nothing new, let running attempts finish within `shutdown_timeout`,
+    /// then stop their process groups and re-queue them (attempt not counted).
+    async fn shutdown(
+        &mut self,
+        why: &str,
+        sigterm: &mut tokio::signal::unix::Signal,
+        sigint: &mut tokio::signal::unix::Signal,
+    ) -> Result<(), DaemonError> {
+        self.stopping = true;
+        let budget = self.config.settings.shutdown_timeout;
+        info!(
+            signal = why,
+            running = self.running.len(),
+            budget_s = budget.as_secs_f64(),
+            "shutting down"
+        );
+        let deadline = Instant::now() + budget;
+        let mut stopped_all = false;
+        loop {
+            if let Err(e) = self.turn() {
+                error!(error = %e, "store error during shutdown");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if self.running.is_empty() && self.pending.is_empty() {
+                break;
+            }
+            if !self.pending.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                Some(done) = self.done_rx.recv() => self.pending.push(done),
+                _ = tokio::time::sleep_until(deadline), if !stopped_all => {
+                    warn!(running = self.running.len(), "shutdown budget spent: stopping running attempts (they will be re-queued)");
+                    self.stop_all(StopReason::Shutdown);
+                    stopped_all = true;
+                }
+                _ = sigterm.recv() => { self.stop_all(StopReason::Shutdown); stopped_all = true; }
+                _ = sigint.recv() => { self.stop_all(StopReason::Shutdown); stopped_all = true; }
+            }
+        }
+        info!("worker daemon stopped");
+        Ok(())
+    }
+
+    fn stop_all(&self, reason: StopReason) {
+        for (id, h) in &self.running {
+            info!(job = %h.job, run = id, "stopping");
+            let _ = h.stop.send(Some(reason));
+        }
+    }
+}
+
+/// Time from `now` until `t` (zero if past).
+fn until(now: Time, t: Time) -> Duration {
+    (t - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Removes the captured output of a run's attempts.
+pub fn remove_logs(data: &DataDir, run: RunId, seqs: &[u32]) {
+    for &seq in seqs {
+        capture::remove(&data.log_path(run, seq));
+    }
+}

@@ -1,0 +1,372 @@
+//! Running one attempt: a child process in its own process group, its output captured with a
+//! cap, a timeout, and a way to stop it.
+//!
+//! Architecture invariant: every job process is the leader of its own process group, registered
+//! with the owner's [`sentinel`] before it executes a single instruction of the job; whatever
+//! stops an attempt (timeout, cancel, shutdown) signals the whole group, and the group is swept
+//! with SIGKILL once its leader has exited.
+
+pub mod capture;
+pub mod sentinel;
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::config::Exec;
+use capture::CappedLog;
+use sentinel::Sentinel;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// How long to wait for output after the group is gone (a process that escaped the group with
+/// `setsid` may still hold the pipe; we stop reading rather than hang).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Environment variables that describe *our* process to a supervisor and must not leak into
+/// jobs (a job must not be able to speak to systemd as us).
+const SCRUBBED_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
+];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub exec: Exec,
+    pub workdir: PathBuf,
+    /// Added to (and overriding) the inherited environment, in order.
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    /// Where the output goes.
+    pub log: PathBuf,
+    pub output_limit: u64,
+    /// Also copy the output to our stdout (foreground runs).
+    pub tee: bool,
+}
+
+/// Why an attempt is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancel,
+    Shutdown,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// It never started (missing program, bad workdir…).
+    SpawnFailed(String),
+}
+
+/// The end of an attempt.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub exit: Exit,
+    pub timed_out: bool,
+    /// Set when it was stopped from outside.
+    pub stopped: Option<StopReason>,
+    pub output_bytes: u64,
+    pub duration: Duration,
+}
+
+impl Finished {
+    pub fn succeeded(&self) -> bool {
+        self.exit == Exit::Code(0) && !self.timed_out && self.stopped.is_none()
+    }
+
+    /// A one-line description of a failure.
+    pub fn describe(&self, timeout: Option<Duration>) -> String {
+        if self.timed_out {
+            let t = timeout
+                .map(crate::units::format_duration_spec)
+                .unwrap_or_default();
+            return format!("timed out after {t}");
+        }
+        match &self.exit {
+            Exit::Code(c) => format!("exit code {c}"),
+            Exit::Signal(s) => format!("killed by signal {s} ({})", signal_name(*s)),
+            Exit::SpawnFailed(e) => e.clone(),
+        }
+    }
+}
+
+/// `SIGKILL` for 9, etc.
+pub fn signal_name(sig: i32) -> &'static str {
+    Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
+}
+
+/// Starts attempts, one sentinel for all of them.
+pub struct Executor {
+    /// The binary to run as sentinel (`None`: no sentinel, for in-process unit tests).
+    sentinel_program: Option<PathBuf>,
+    sentinel: Mutex<Option<Sentinel>>,
+    /// Process groups currently alive, to re-register with a restarted sentinel.
+    live: Mutex<HashSet<i32>>,
+}
+
+impl Executor {
+    /// `sentinel_program` is our own binary (`/proc/self/exe`).
+    pub fn new(sentinel_program: Option<PathBuf>) -> Executor {
+        Executor {
+            sentinel_program,
+            sentinel: Mutex::new(None),
+            live: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs one attempt to its end. `stop` asks it to stop (group SIGTERM, SIGKILL after
+    /// [`KILL_GRACE`]).
+    pub async fn run(
+        &self,
+        spec: &Spec,
+        mut stop: watch::Receiver<Option<StopReason>>,
+    ) -> Finished {
+        let started = Instant::now();
+        let spawned = self.spawn(spec);
+        let (mut child, pgid, reader) = match spawned {
+            Ok(x) => x,
+            Err(e) => {
+                return Finished {
+                    exit: Exit::SpawnFailed(e),
+                    timed_out: false,
+                    stopped: None,
+                    output_bytes: 0,
+                    duration: started.elapsed(),
+                };
+            }
+        };
+        let capture = tokio::spawn(capture_output(
+            reader,
+            spec.log.clone(),
+            spec.output_limit,
+            spec.tee,
+        ));
+
+        let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
+        let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut timed_out = false;
+        let mut stopped: Option<StopReason> = None;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut stop_open = true;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && kill_at.is_none() => {
+                    timed_out = true;
+                    let _ = killpg(pgid, Signal::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+                }
+                changed = stop.changed(), if stop_open => {
+                    match changed {
+                        Ok(()) => {
+                            if let Some(reason) = *stop.borrow_and_update() {
+                                if stopped.is_none() {
+                                    stopped = Some(reason);
+                                    let _ = killpg(pgid, Signal::SIGTERM);
+                                    if kill_at.is_none() {
+                                        kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+                                    }
+                                }
+                            }
+                        }
+                        Err(_) => stop_open = false,
+                    }
+                }
+                _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    kill_at = None;
+                    // Keep waiting for the exit; nothing else to escalate to.
+                    kill_at.get_or_insert(far);
+                }
+            }
+        };
+        // The leader is gone: sweep whatever it left in its group.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        self.forget(pgid.as_raw());
+
+        let output_bytes = match tokio::time::timeout(OUTPUT_DRAIN, capture).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        let exit = match status {
+            Ok(st) => match (st.code(), st.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(s)) => Exit::Signal(s),
+                (None, None) => Exit::SpawnFailed("unknown exit status".into()),
+            },
+            Err(e) => Exit::SpawnFailed(format!("waiting for the process failed: {e}")),
+        };
+        Finished {
+            exit,
+            timed_out,
+            stopped,
+            output_bytes,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Forks the process: own group, merged stdout/stderr on a pipe, registered with the sentinel.
+    fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd), String> {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let write_clone = write_end
+            .try_clone()
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let (program, mut cmd) = match &spec.exec {
+            Exec::Shell(line) => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c").arg(line);
+                ("/bin/sh".to_string(), c)
+            }
+            Exec::Argv(argv) => {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                (argv[0].clone(), c)
+            }
+        };
+        for k in SCRUBBED_ENV {
+            cmd.env_remove(k);
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::from(write_clone))
+            .process_group(0)
+            .kill_on_drop(false);
+
+        let mut sentinel = self.sentinel.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_sentinel(&mut sentinel);
+        if let Some(fd) = sentinel.as_ref().map(Sentinel::fd) {
+            // SAFETY: the closure runs in the forked child and calls only async-signal-safe code.
+            unsafe {
+                cmd.pre_exec(move || {
+                    sentinel::register_self(fd);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().map_err(|e| {
+            if !spec.workdir.is_dir() {
+                format!(
+                    "cannot start: workdir {} does not exist",
+                    spec.workdir.display()
+                )
+            } else {
+                format!("cannot start `{program}`: {e}")
+            }
+        })?;
+        drop(sentinel);
+        drop(cmd); // closes our copies of the pipe's write end
+        let pid = child.id().ok_or("the process vanished at start")? as i32;
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
+        Ok((child, Pid::from_raw(pid), read_end))
+    }
+
+    /// Starts the sentinel if there is none or it died (re-registering live groups).
+    fn ensure_sentinel(&self, slot: &mut Option<Sentinel>) {
+        let Some(program) = &self.sentinel_program else {
+            return;
+        };
+        if slot.as_mut().is_some_and(Sentinel::alive) {
+            return;
+        }
+        match Sentinel::spawn(program) {
+            Ok(mut s) => {
+                if slot.is_some() {
+                    tracing::warn!("the sentinel process died; started a new one");
+                }
+                for &pgid in self.live.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    let _ = s.register(pgid);
+                }
+                *slot = Some(s);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the sentinel process: job processes will not be killed if this process dies");
+                *slot = None;
+            }
+        }
+    }
+
+    fn forget(&self, pgid: i32) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pgid);
+        if let Some(s) = self
+            .sentinel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            let _ = s.unregister(pgid);
+        }
+    }
+}
+
+/// Reads the child's output into the capped log (and our stdout when `tee`). Returns the
+/// number of bytes the child wrote.
+async fn capture_output(read_end: OwnedFd, log: PathBuf, limit: u64, tee: bool) -> u64 {
+    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read job output");
+            return 0;
+        }
+    };
+    let mut capped = CappedLog::new(log, limit);
+    let mut stdout = tee.then(tokio::io::stdout);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut log_failed = false;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Err(e) = capped.write(&buf[..n]) {
+            if !log_failed {
+                tracing::error!(error = %e, "cannot write captured output");
+                log_failed = true;
+            }
+        }
+        if let Some(out) = &mut stdout {
+            if out.write_all(&buf[..n]).await.is_err() {
+                stdout = None;
+            } else {
+                let _ = out.flush().await;
+            }
+        }
+    }
+    capped.total
+}
+
+/// Path of our own executable, for the sentinel (works even if the file was replaced on disk).
+pub fn self_exe() -> PathBuf {
+    Path::new("/proc/self/exe").to_path_buf()
+}
+
+#[cfg(test)]
+mod tests;

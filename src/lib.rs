@@ -1,0 +1,14 @@
+//! worker: a single-binary job runner daemon.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod datadir;
+pub mod exec;
+pub mod model;
+pub mod queue;
+pub mod runner;
+pub mod store;
+pub mod units;
+pub mod wake;

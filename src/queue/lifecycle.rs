@@ -1,0 +1,500 @@
+//! State transitions after enqueue: promotion of due runs, claiming, finishing attempts,
+//! cancellation, crash recovery and `queue:retry`.
+//!
+//! Invariant: a run is `running` only while a live lease owns it, and only the owner ends its
+//! attempt; anyone else can only *ask* (`cancel_requested`) or, once the owner is provably dead
+//! (its lease lock is free), recover it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::enqueue::{self, EnqueueError, Readiness, Request, dependency_failed, readiness};
+use crate::config::Config;
+use crate::model::{Run, RunId, RunState, Time, Trigger};
+use crate::queue::retry::DEFAULT_RETRY_POLICY;
+use crate::store::{QueuedCandidate, Result, StoreError, Tx};
+
+/// A run whose attempt has just been started by the caller's lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub run: Run,
+    /// `WORKER_ATTEMPT`.
+    pub attempt: u32,
+    /// Attempt row sequence (names the log file).
+    pub seq: u32,
+}
+
+/// How an attempt ended, as the executor saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    Failed {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error: String,
+        timed_out: bool,
+    },
+    /// Stopped at someone's request (`queue:cancel`, Ctrl-C on `worker job`).
+    Cancelled {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Stopped by a graceful shutdown that ran out of time: re-queued, attempt not counted.
+    Interrupted,
+}
+
+/// One finished attempt to record.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run: RunId,
+    pub seq: u32,
+    pub outcome: Outcome,
+    pub output_bytes: Option<u64>,
+}
+
+/// Moves runs whose delay or backoff elapsed to `queued` (or `waiting` / `dead`, by their
+/// dependencies). Returns how many changed.
+pub fn promote_due(tx: &Tx<'_>, now: Time) -> Result<usize> {
+    let due = tx.due_runs(now)?;
+    for (id, state) in &due {
+        match state {
+            RunState::Retrying => tx.set_state(*id, RunState::Queued)?,
+            _ => match readiness(&tx.dep_states(*id)?) {
+                Readiness::Ready => tx.set_state(*id, RunState::Queued)?,
+                Readiness::Waiting => tx.set_state(*id, RunState::Waiting)?,
+                Readiness::Failed(reason) => {
+                    tx.finish_run(*id, RunState::Dead, now, Some(&reason), None, None)?;
+                    fail_dependents(tx, *id, now)?;
+                }
+            },
+        }
+    }
+    Ok(due.len())
+}
+
+/// Claims queued runs for `owner`, in order (priority, due time, id), respecting each job's
+/// `concurrency` and at most `global_limit` running runs in all. Runs reserved by another lease
+/// are left alone. The attempts are started in this transaction.
+pub fn claim(
+    tx: &Tx<'_>,
+    config: &Config,
+    owner: &str,
+    now: Time,
+    global_limit: usize,
+) -> Result<Vec<Claimed>> {
+    let mut counts = tx.running_counts()?;
+    let total: usize = counts.values().map(|&n| n as usize).sum();
+    let mut free = global_limit.saturating_sub(total);
+    let mut claimed = Vec::new();
+    if free == 0 {
+        return Ok(claimed);
+    }
+    let page_size = (free * 4).clamp(16, 512) as u32;
+    let mut cursor: Option<QueuedCandidate> = None;
+    loop {
+        let page = tx.queued_page(cursor.as_ref(), page_size)?;
+        let exhausted = (page.len() as u32) < page_size;
+        for c in &page {
+            if c.owner.as_deref().is_some_and(|o| o != owner) {
+                continue;
+            }
+            let limit = config.job(&c.job).map(|j| j.concurrency).unwrap_or(1);
+            let n = counts.entry(c.job.clone()).or_insert(0);
+            if *n >= limit {
+                continue;
+            }
+            *n += 1;
+            claimed.push(start(tx, c.id, owner, now)?);
+            free -= 1;
+            if free == 0 {
+                return Ok(claimed);
+            }
+        }
+        if exhausted {
+            return Ok(claimed);
+        }
+        cursor = page.last().cloned();
+    }
+}
+
+/// Claims up to `max` of `ids` that are queued, in order, respecting each job's `concurrency` (a
+/// foreground `worker job` running its own chain; the global limit is the daemon's business).
+/// Returns the claimed runs, and the jobs of queued runs that had to wait for a slot.
+pub fn claim_these(
+    tx: &Tx<'_>,
+    config: &Config,
+    owner: &str,
+    ids: &[RunId],
+    now: Time,
+    max: usize,
+) -> Result<(Vec<Claimed>, Vec<String>)> {
+    let mut candidates = Vec::new();
+    for &id in ids {
+        if let Some(run) = tx.run(id)? {
+            if run.state == RunState::Queued && run.owner.as_deref().is_none_or(|o| o == owner) {
+                candidates.push(run);
+            }
+        }
+    }
+    candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));
+    let mut counts = tx.running_counts()?;
+    let mut claimed = Vec::new();
+    let mut blocked = Vec::new();
+    for run in candidates {
+        let limit = config.job(&run.job).map(|j| j.concurrency).unwrap_or(1);
+        let n = counts.entry(run.job.clone()).or_insert(0);
+        if *n >= limit {
+            blocked.push(run.job.clone());
+            continue;
+        }
+        if claimed.len() >= max {
+            break;
+        }
+        *n += 1;
+        claimed.push(start(tx, run.id, owner, now)?);
+    }
+    Ok((claimed, blocked))
+}
+
+fn start(tx: &Tx<'_>, id: RunId, owner: &str, now: Time) -> Result<Claimed> {
+    let (attempt, seq) = tx.start_attempt(id, owner, now)?;
+    let run = tx
+        .run(id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
+    Ok(Claimed { run, attempt, seq })
+}
+
+/// Records a finished attempt and moves the run on: succeeded (releasing its dependents),
+/// retrying with backoff, dead (failing its dependents), cancelled, or back to the queue.
+/// `unit` is a uniform random number in `[0, 1)` for backoff jitter. Returns the new state.
+pub fn finish(
+    tx: &Tx<'_>,
+    config: &Config,
+    report: &Report,
+    now: Time,
+    unit: f64,
+) -> Result<RunState> {
+    let Some(run) = tx.brief(report.run)? else {
+        return Err(StoreError::Corrupt(format!(
+            "run {} vanished while running",
+            report.run
+        )));
+    };
+    if run.state != RunState::Running {
+        // Recovered by someone else meanwhile (we were presumed dead): theirs is the record.
+        return Ok(run.state);
+    }
+    let id = run.id;
+    let new_state = match &report.outcome {
+        Outcome::Succeeded => {
+            tx.end_attempt(
+                id,
+                report.seq,
+                now,
+                "succeeded",
+                Some(0),
+                None,
+                None,
+                report.output_bytes,
+            )?;
+            tx.finish_run(id, RunState::Succeeded, now, None, Some(0), None)?;
+            release_dependents(tx, id, now)?;
+            RunState::Succeeded
+        }
+        Outcome::Failed {
+            exit_code,
+            signal,
+            error,
+            timed_out,
+        } => {
+            let label = if *timed_out { "timeout" } else { "failed" };
+            tx.end_attempt(
+                id,
+                report.seq,
+                now,
+                label,
+                *exit_code,
+                *signal,
+                Some(error),
+                report.output_bytes,
+            )?;
+            if run.cancel_requested {
+                tx.finish_run(
+                    id,
+                    RunState::Cancelled,
+                    now,
+                    Some("cancelled"),
+                    *exit_code,
+                    *signal,
+                )?;
+                fail_dependents(tx, id, now)?;
+                RunState::Cancelled
+            } else if run.attempt < run.max_attempts {
+                let policy = config
+                    .job(&run.job)
+                    .map(|j| j.retry.clone())
+                    .unwrap_or(DEFAULT_RETRY_POLICY);
+                let delay = policy.delay(run.attempt, unit);
+                let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                tx.set_retrying(id, due, error, *exit_code, *signal)?;
+                RunState::Retrying
+            } else {
+                tx.finish_run(id, RunState::Dead, now, Some(error), *exit_code, *signal)?;
+                fail_dependents(tx, id, now)?;
+                RunState::Dead
+            }
+        }
+        Outcome::Cancelled { exit_code, signal } => {
+            tx.end_attempt(
+                id,
+                report.seq,
+                now,
+                "cancelled",
+                *exit_code,
+                *signal,
+                Some("cancelled"),
+                report.output_bytes,
+            )?;
+            tx.finish_run(
+                id,
+                RunState::Cancelled,
+                now,
+                Some("cancelled"),
+                *exit_code,
+                *signal,
+            )?;
+            fail_dependents(tx, id, now)?;
+            RunState::Cancelled
+        }
+        Outcome::Interrupted => {
+            let why = "interrupted by shutdown (not counted)";
+            tx.end_attempt(
+                id,
+                report.seq,
+                now,
+                "interrupted",
+                None,
+                None,
+                Some(why),
+                report.output_bytes,
+            )?;
+            tx.requeue(id, true, now)?;
+            RunState::Queued
+        }
+    };
+    Ok(new_state)
+}
+
+/// Waiting dependents of a run that just succeeded become queued once all their dependencies
+/// have succeeded.
+fn release_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
+    for (dependent, state) in tx.dependents(id)? {
+        if state != RunState::Waiting {
+            continue;
+        }
+        match readiness(&tx.dep_states(dependent)?) {
+            Readiness::Ready => tx.set_state(dependent, RunState::Queued)?,
+            Readiness::Waiting => {}
+            Readiness::Failed(reason) => {
+                tx.finish_run(dependent, RunState::Dead, now, Some(&reason), None, None)?;
+                fail_dependents(tx, dependent, now)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every unfinished run that (transitively) depends on `id` dies, each naming the run it
+/// depended on.
+pub fn fail_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
+    let mut stack = vec![id];
+    let mut seen = HashSet::new();
+    while let Some(failed) = stack.pop() {
+        if !seen.insert(failed) {
+            continue;
+        }
+        let job = tx.brief(failed)?.map(|b| b.job).unwrap_or_default();
+        for (dependent, state) in tx.dependents(failed)? {
+            if state.is_final() || state == RunState::Running {
+                continue;
+            }
+            tx.finish_run(
+                dependent,
+                RunState::Dead,
+                now,
+                Some(&dependency_failed(&job, failed)),
+                None,
+                None,
+            )?;
+            stack.push(dependent);
+        }
+    }
+    Ok(())
+}
+
+/// What `queue:cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResult {
+    /// It had not started: now cancelled.
+    Cancelled,
+    /// It is running: its owner was asked to stop it.
+    Stopping,
+    /// It had already finished.
+    AlreadyFinished(RunState),
+}
+
+/// Cancels run `id` (see [`CancelResult`]). `None` when the run does not exist.
+pub fn cancel(tx: &Tx<'_>, id: RunId, now: Time) -> Result<Option<CancelResult>> {
+    let Some(run) = tx.brief(id)? else {
+        return Ok(None);
+    };
+    Ok(Some(match run.state {
+        s if s.is_final() => CancelResult::AlreadyFinished(s),
+        RunState::Running => {
+            tx.request_cancel(id)?;
+            CancelResult::Stopping
+        }
+        _ => {
+            tx.finish_run(id, RunState::Cancelled, now, Some("cancelled"), None, None)?;
+            fail_dependents(tx, id, now)?;
+            CancelResult::Cancelled
+        }
+    }))
+}
+
+/// Recovers what a dead lease left behind: each run it was running is retried if attempts
+/// remain (the lost attempt counts) or dies with reason `interrupted`; runs it had reserved
+/// are released to anyone. Returns the recovered running runs and their new states.
+pub fn recover(
+    tx: &Tx<'_>,
+    config: &Config,
+    owner: &str,
+    now: Time,
+    unit: f64,
+) -> Result<Vec<(RunId, RunState)>> {
+    let mut out = Vec::new();
+    for run in tx
+        .running()?
+        .into_iter()
+        .filter(|r| r.owner.as_deref() == Some(owner))
+    {
+        if let Some((seq, _)) = tx.open_attempt(run.id)? {
+            tx.end_attempt(
+                run.id,
+                seq,
+                now,
+                "interrupted",
+                None,
+                None,
+                Some("interrupted: its worker process died"),
+                None,
+            )?;
+        }
+        let state = if run.cancel_requested {
+            tx.finish_run(
+                run.id,
+                RunState::Cancelled,
+                now,
+                Some("cancelled"),
+                None,
+                None,
+            )?;
+            fail_dependents(tx, run.id, now)?;
+            RunState::Cancelled
+        } else if run.attempt < run.max_attempts {
+            let policy = config
+                .job(&run.job)
+                .map(|j| j.retry.clone())
+                .unwrap_or(DEFAULT_RETRY_POLICY);
+            let due = now
+                + chrono::Duration::from_std(policy.delay(run.attempt, unit)).unwrap_or_default();
+            tx.set_retrying(run.id, due, "interrupted", None, None)?;
+            RunState::Retrying
+        } else {
+            tx.finish_run(run.id, RunState::Dead, now, Some("interrupted"), None, None)?;
+            fail_dependents(tx, run.id, now)?;
+            RunState::Dead
+        };
+        out.push((run.id, state));
+    }
+    for id in tx.reserved_by(owner)? {
+        tx.release(id)?;
+    }
+    Ok(out)
+}
+
+/// Why `queue:retry` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("run {0} does not exist")]
+    NotFound(RunId),
+    #[error("run {0} is {1}, not dead: only dead runs can be retried")]
+    NotDead(RunId, RunState),
+    #[error("run {0} was already retried as run {1}")]
+    AlreadyRetried(RunId, RunId),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
+}
+
+impl From<StoreError> for RetryError {
+    fn from(e: StoreError) -> Self {
+        RetryError::Enqueue(EnqueueError::Store(e))
+    }
+}
+
+/// Re-enqueues dead run `id` as a new run (trigger `retry`), with its priority and environment;
+/// the dead run stays in history, marked as replaced, and leaves the DLQ.
+pub fn retry_dead(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<RunId, RetryError> {
+    let run = tx.run(id)?.ok_or(RetryError::NotFound(id))?;
+    if run.state != RunState::Dead {
+        return Err(RetryError::NotDead(id, run.state));
+    }
+    if let Some(by) = run.retried_by {
+        return Err(RetryError::AlreadyRetried(id, by));
+    }
+    let mut req = Request::new(run.job.clone(), Trigger::Retry);
+    req.priority = Some(run.priority);
+    req.env = run.env.clone();
+    req.schedule = run.schedule.clone().zip(run.scheduled_at);
+    req.retry_of = Some(id);
+    let new = enqueue::enqueue(tx, config, &req, now)?;
+    tx.set_retried_by(id, new.id)?;
+    Ok(new.id)
+}
+
+/// The run ids of `target` and everything it transitively depends on.
+pub fn chain(tx: &Tx<'_>, target: RunId) -> Result<Vec<RunId>> {
+    let mut out = vec![target];
+    let mut i = 0;
+    let mut seen: HashSet<RunId> = HashSet::from([target]);
+    while i < out.len() {
+        for (dep, _, _) in tx.dep_states(out[i])? {
+            if seen.insert(dep) {
+                out.push(dep);
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Why a queued run is not running yet: which limit holds it.
+pub fn queued_reason(
+    config: Option<&Config>,
+    job: &str,
+    running: &HashMap<String, u32>,
+) -> Option<String> {
+    let config = config?;
+    let limit = config.job(job).map(|j| j.concurrency).unwrap_or(1);
+    let n = running.get(job).copied().unwrap_or(0);
+    if n >= limit {
+        return Some(format!("job concurrency {n}/{limit}"));
+    }
+    let total: u32 = running.values().sum();
+    if total >= config.settings.concurrency {
+        return Some(format!(
+            "global concurrency {total}/{}",
+            config.settings.concurrency
+        ));
+    }
+    None
+}

@@ -1,0 +1,120 @@
+//! The bridge between the queue and the executor, shared by the daemon and `worker job`: what
+//! process a claimed run becomes, and what its end means for the run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::exec::{Exit, Finished, Spec, StopReason};
+use crate::queue::{Claimed, Outcome, Report};
+
+/// The process for a claimed run, or why there is none (its job is no longer defined).
+///
+/// Environment, later wins: the inherited environment, the job's `env`, the run's own (schedule
+/// `env` or `--env`), then worker's `WORKER_*` variables.
+pub fn spec_for(
+    claimed: &Claimed,
+    config: &Config,
+    data: &DataDir,
+    tee: bool,
+) -> Result<Spec, String> {
+    let run = &claimed.run;
+    let job = config.job(&run.job).ok_or_else(|| {
+        format!(
+            "job `{}` is not defined (was jobs/{}.yaml removed?)",
+            run.job, run.job
+        )
+    })?;
+    let mut env: Vec<(String, String)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.push(("WORKER_JOB".into(), run.job.clone()));
+    env.push(("WORKER_RUN_ID".into(), run.id.to_string()));
+    env.push(("WORKER_ATTEMPT".into(), claimed.attempt.to_string()));
+    env.push(("WORKER_TRIGGER".into(), run.trigger.as_str().into()));
+    if let Some(key) = &run.key {
+        env.push(("WORKER_KEY".into(), key.clone()));
+    }
+    if let Some(at) = run.scheduled_at {
+        env.push((
+            "WORKER_SCHEDULED_AT".into(),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    // So that a job can itself call `worker` (enqueue a follow-up) against the same setup.
+    env.push(("WORKER_CONFIG".into(), absolute(&config.dir)));
+    env.push(("WORKER_DATA_DIR".into(), absolute(data.root())));
+    Ok(Spec {
+        exec: job.exec.clone(),
+        workdir: job.workdir.clone(),
+        env,
+        timeout: job.timeout,
+        log: data.log_path(run.id, claimed.seq),
+        output_limit: config.output_limit(job),
+        tee,
+    })
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// What an ended process means for its run.
+pub fn report_for(claimed: &Claimed, finished: &Finished, timeout: Option<Duration>) -> Report {
+    let outcome = match finished.stopped {
+        Some(StopReason::Shutdown) => Outcome::Interrupted,
+        Some(StopReason::Cancel) => Outcome::Cancelled {
+            exit_code: exit_code(&finished.exit),
+            signal: signal(&finished.exit),
+        },
+        None if finished.succeeded() => Outcome::Succeeded,
+        None => Outcome::Failed {
+            exit_code: exit_code(&finished.exit),
+            signal: signal(&finished.exit),
+            error: finished.describe(timeout),
+            timed_out: finished.timed_out,
+        },
+    };
+    Report {
+        run: claimed.run.id,
+        seq: claimed.seq,
+        outcome,
+        output_bytes: Some(finished.output_bytes),
+    }
+}
+
+/// A report for a run that could not even be started.
+pub fn report_unstartable(claimed: &Claimed, error: String) -> Report {
+    Report {
+        run: claimed.run.id,
+        seq: claimed.seq,
+        outcome: Outcome::Failed {
+            exit_code: None,
+            signal: None,
+            error,
+            timed_out: false,
+        },
+        output_bytes: None,
+    }
+}
+
+fn exit_code(e: &Exit) -> Option<i32> {
+    match e {
+        Exit::Code(c) => Some(*c),
+        _ => None,
+    }
+}
+
+fn signal(e: &Exit) -> Option<i32> {
+    match e {
+        Exit::Signal(s) => Some(*s),
+        _ => None,
+    }
+}

@@ -1,0 +1,63 @@
+//! Versioned schema migrations. `PRAGMA user_version` holds how many have been applied.
+//!
+//! Architecture invariant: migrations are append-only. A released migration is never edited.
+
+/// Each entry moves the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, their dependencies and attempts.
+    r#"
+    CREATE TABLE runs (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        job              TEXT    NOT NULL,
+        state            TEXT    NOT NULL,
+        priority         INTEGER NOT NULL,
+        trigger          TEXT    NOT NULL,
+        key              TEXT,
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        created_at       INTEGER NOT NULL,
+        due_at           INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        exit_code        INTEGER,
+        signal           INTEGER,
+        error            TEXT,
+        env              TEXT,
+        schedule         TEXT,
+        scheduled_at     INTEGER,
+        owner            TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        retried_by       INTEGER,
+        retry_of         INTEGER
+    );
+    CREATE UNIQUE INDEX runs_job_key ON runs(job, key) WHERE key IS NOT NULL;
+    CREATE INDEX runs_ready ON runs(priority DESC, due_at, id) WHERE state = 'queued';
+    CREATE INDEX runs_due ON runs(due_at) WHERE state IN ('delayed', 'retrying');
+    CREATE INDEX runs_active ON runs(job, state) WHERE state IN ('delayed', 'waiting', 'queued', 'running', 'retrying');
+    CREATE INDEX runs_running ON runs(owner) WHERE state = 'running';
+    CREATE INDEX runs_finished ON runs(finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX runs_dead ON runs(finished_at) WHERE state = 'dead' AND retried_by IS NULL;
+    CREATE INDEX runs_job_finished ON runs(job, finished_at) WHERE finished_at IS NOT NULL;
+
+    CREATE TABLE run_deps (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        dep_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        PRIMARY KEY (run_id, dep_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_deps_dep ON run_deps(dep_id);
+
+    CREATE TABLE attempts (
+        run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq          INTEGER NOT NULL,
+        number       INTEGER NOT NULL,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        exit_code    INTEGER,
+        signal       INTEGER,
+        outcome      TEXT,
+        error        TEXT,
+        output_bytes INTEGER,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    "#,
+];

@@ -1,0 +1,183 @@
+//! The store: one SQLite database (WAL) shared by the daemon and every command.
+//!
+//! Architecture invariant: this is the only module that speaks SQL. Everything else goes through
+//! [`Store::write`] / [`Store::read`] and the typed operations of [`Tx`]; the rules that decide
+//! *which* operations to perform live in `queue`.
+//!
+//! Writes use `BEGIN IMMEDIATE`, so two processes never both read-then-write on stale data: the
+//! database is the arbiter of every claim, and a write transaction that returned has been made
+//! durable (`synchronous = FULL` by default).
+
+mod migrations;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter};
+
+/// How hard SQLite works to keep a committed transaction across a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: a commit survives power loss.
+    #[default]
+    Full,
+    /// WAL with `synchronous = NORMAL`: a commit survives a crash of any process, but the last
+    /// transactions before a power loss may be rolled back.
+    Normal,
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "the database {path} has schema version {found}, newer than this worker knows ({known}): use a newer worker"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("corrupt value in database: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a command waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to the database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> Result<Store> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = migrations::MIGRATIONS.len() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version as usize)
+        {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if it returns `Ok`.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let wrapped = Tx { tx };
+        let out = f(&wrapped)?;
+        wrapped.tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read transaction: one consistent snapshot.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(StoreError::from)?;
+        let wrapped = Tx { tx };
+        let out = f(&wrapped)?;
+        wrapped.tx.finish().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Bytes the database occupies on disk (main file plus WAL).
+    pub fn disk_bytes(&self) -> u64 {
+        let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        main + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// An open transaction and the typed operations on it.
+pub struct Tx<'c> {
+    tx: rusqlite::Transaction<'c>,
+}
+
+/// Milliseconds since the Unix epoch, as stored.
+fn ms(t: crate::model::Time) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> Result<crate::model::Time> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<crate::model::Time>> {
+    ms.map(time).transpose()
+}

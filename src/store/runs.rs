@@ -1,0 +1,700 @@
+//! Operations on runs, their dependencies and attempts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Result, StoreError, Tx, ms, opt_time, time};
+use crate::model::{Attempt, Priority, Run, RunId, RunState, Time, Trigger};
+
+/// Everything needed to insert a run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub job: &'a str,
+    pub state: RunState,
+    pub priority: Priority,
+    pub trigger: Trigger,
+    pub key: Option<&'a str>,
+    pub max_attempts: u32,
+    pub created_at: Time,
+    pub due_at: Time,
+    pub env: &'a BTreeMap<String, String>,
+    pub schedule: Option<&'a str>,
+    pub scheduled_at: Option<Time>,
+    pub owner: Option<&'a str>,
+    pub retry_of: Option<RunId>,
+    /// For runs born final (a dependency already failed): why, and when.
+    pub error: Option<&'a str>,
+    pub finished_at: Option<Time>,
+}
+
+/// The few columns the engine needs to act on a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunBrief {
+    pub id: RunId,
+    pub job: String,
+    pub state: RunState,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub owner: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// A queued run that could be claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedCandidate {
+    pub id: RunId,
+    pub job: String,
+    pub priority: i64,
+    pub due_at: i64,
+    pub owner: Option<String>,
+}
+
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub states: Vec<RunState>,
+    /// Only finished runs, newest finished first.
+    pub finished: bool,
+    /// Dead runs not yet replaced by `queue:retry` (the DLQ).
+    pub dlq: bool,
+    pub limit: Option<u32>,
+}
+
+/// Per-job outcome statistics over finished runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStats {
+    pub job: String,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    /// Durations of succeeded/dead runs' last attempts, in milliseconds, sorted.
+    pub durations_ms: Vec<i64>,
+}
+
+const RUN_COLUMNS: &str = "id, job, state, priority, trigger, key, attempt, max_attempts, created_at, due_at, \
+     started_at, finished_at, exit_code, signal, error, env, schedule, scheduled_at, owner, cancel_requested, \
+     retried_by, retry_of";
+
+fn state_of(s: &str) -> Result<RunState> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+fn run_from_row(row: &Row<'_>) -> Result<Run> {
+    let env: Option<String> = row.get(15)?;
+    let env = match env {
+        Some(text) if !text.is_empty() => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        }
+        _ => BTreeMap::new(),
+    };
+    Ok(Run {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        state: state_of(&row.get::<_, String>(2)?)?,
+        priority: Priority::from_rank(row.get(3)?),
+        trigger: row
+            .get::<_, String>(4)?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        key: row.get(5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        created_at: time(row.get(8)?)?,
+        due_at: time(row.get(9)?)?,
+        started_at: opt_time(row.get(10)?)?,
+        finished_at: opt_time(row.get(11)?)?,
+        exit_code: row.get(12)?,
+        signal: row.get(13)?,
+        error: row.get(14)?,
+        env,
+        schedule: row.get(16)?,
+        scheduled_at: opt_time(row.get(17)?)?,
+        owner: row.get(18)?,
+        cancel_requested: row.get::<_, i64>(19)? != 0,
+        retried_by: row.get(20)?,
+        retry_of: row.get(21)?,
+        depends_on: Vec::new(),
+    })
+}
+
+fn brief_from_row(row: &Row<'_>) -> Result<RunBrief> {
+    Ok(RunBrief {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        state: state_of(&row.get::<_, String>(2)?)?,
+        attempt: row.get(3)?,
+        max_attempts: row.get(4)?,
+        owner: row.get(5)?,
+        cancel_requested: row.get::<_, i64>(6)? != 0,
+    })
+}
+
+const BRIEF_COLUMNS: &str = "id, job, state, attempt, max_attempts, owner, cancel_requested";
+
+impl Tx<'_> {
+    /// Inserts a run and returns its id.
+    pub fn insert_run(&self, r: &NewRun<'_>) -> Result<RunId> {
+        let env = if r.env.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(r.env).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        };
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO runs (job, state, priority, trigger, key, max_attempts, created_at, due_at, env, schedule, \
+             scheduled_at, owner, retry_of, error, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+             ?12, ?13, ?14, ?15)",
+        )?;
+        stmt.execute(params![
+            r.job,
+            r.state.as_str(),
+            r.priority.rank(),
+            r.trigger.as_str(),
+            r.key,
+            r.max_attempts,
+            ms(r.created_at),
+            ms(r.due_at),
+            env,
+            r.schedule,
+            r.scheduled_at.map(ms),
+            r.owner,
+            r.retry_of,
+            r.error,
+            r.finished_at.map(ms),
+        ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Records that `run` may start only after `dep` succeeded.
+    pub fn insert_dep(&self, run: RunId, dep: RunId) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO run_deps (run_id, dep_id) VALUES (?1, ?2)")?;
+        stmt.execute(params![run, dep])?;
+        Ok(())
+    }
+
+    /// A run with its dependencies.
+    pub fn run(&self, id: RunId) -> Result<Option<Run>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?;
+        let mut rows = stmt.query([id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let mut run = run_from_row(row)?;
+        run.depends_on = self
+            .dep_states(id)?
+            .into_iter()
+            .map(|(d, _, _)| d)
+            .collect();
+        Ok(Some(run))
+    }
+
+    pub fn brief(&self, id: RunId) -> Result<Option<RunBrief>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("SELECT {BRIEF_COLUMNS} FROM runs WHERE id = ?1"))?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(brief_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The run of `job` holding idempotency key `key`.
+    pub fn run_by_key(&self, job: &str, key: &str) -> Result<Option<RunId>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT id FROM runs WHERE job = ?1 AND key = ?2")?;
+        Ok(stmt.query_row(params![job, key], |r| r.get(0)).optional()?)
+    }
+
+    /// The newest run of `job` that has not finished.
+    pub fn latest_active(&self, job: &str) -> Result<Option<RunId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT max(id) FROM runs WHERE job = ?1 AND state IN ('delayed', 'waiting', 'queued', 'running', 'retrying')",
+        )?;
+        Ok(stmt.query_row([job], |r| r.get(0))?)
+    }
+
+    /// The runs `run` depends on: (id, job, state).
+    pub fn dep_states(&self, run: RunId) -> Result<Vec<(RunId, String, RunState)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT r.id, r.job, r.state FROM run_deps d JOIN runs r ON r.id = d.dep_id WHERE d.run_id = ?1 ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
+        })?;
+        rows.map(|row| {
+            let (id, job, st) = row?;
+            Ok((id, job, state_of(&st)?))
+        })
+        .collect()
+    }
+
+    /// The runs that depend on `run`: (id, state).
+    pub fn dependents(&self, run: RunId) -> Result<Vec<(RunId, RunState)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT r.id, r.state FROM run_deps d JOIN runs r ON r.id = d.run_id WHERE d.dep_id = ?1 ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([run], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|row| {
+            let (id, st) = row?;
+            Ok((id, state_of(&st)?))
+        })
+        .collect()
+    }
+
+    /// Moves a run between non-final, non-running states (`delayed`/`waiting`/`queued`).
+    pub fn set_state(&self, id: RunId, state: RunState) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("UPDATE runs SET state = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id, state.as_str()])?;
+        Ok(())
+    }
+
+    /// Ends a run for good (`succeeded`, `dead`, `cancelled`), releasing its owner.
+    pub fn finish_run(
+        &self,
+        id: RunId,
+        state: RunState,
+        now: Time,
+        error: Option<&str>,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<()> {
+        debug_assert!(state.is_final());
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE runs SET state = ?2, finished_at = ?3, error = coalesce(?4, error), exit_code = ?5, signal = ?6, \
+             owner = NULL WHERE id = ?1",
+        )?;
+        stmt.execute(params![
+            id,
+            state.as_str(),
+            ms(now),
+            error,
+            exit_code,
+            signal
+        ])?;
+        Ok(())
+    }
+
+    /// A failed attempt will be retried at `due_at`.
+    pub fn set_retrying(
+        &self,
+        id: RunId,
+        due_at: Time,
+        error: &str,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE runs SET state = 'retrying', due_at = ?2, error = ?3, exit_code = ?4, signal = ?5, owner = NULL, \
+             cancel_requested = 0 WHERE id = ?1",
+        )?;
+        stmt.execute(params![id, ms(due_at), error, exit_code, signal])?;
+        Ok(())
+    }
+
+    /// Puts an interrupted running run back in the queue. With `uncount`, the attempt it was
+    /// making does not count against its retries.
+    pub fn requeue(&self, id: RunId, uncount: bool, now: Time) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE runs SET state = 'queued', owner = NULL, cancel_requested = 0, due_at = ?3, \
+             attempt = attempt - ?2 WHERE id = ?1",
+        )?;
+        stmt.execute(params![id, i64::from(uncount), ms(now)])?;
+        Ok(())
+    }
+
+    /// Runs whose delay or backoff has elapsed: (id, state).
+    pub fn due_runs(&self, now: Time) -> Result<Vec<(RunId, RunState)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, state FROM runs WHERE state IN ('delayed', 'retrying') AND due_at <= ?1 ORDER BY due_at, id",
+        )?;
+        let rows = stmt.query_map([ms(now)], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|row| {
+            let (id, st) = row?;
+            Ok((id, state_of(&st)?))
+        })
+        .collect()
+    }
+
+    /// When the next delayed or retrying run becomes due.
+    pub fn next_due(&self) -> Result<Option<Time>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying')",
+        )?;
+        let v: Option<i64> = stmt.query_row([], |r| r.get(0))?;
+        opt_time(v)
+    }
+
+    /// How many runs of each job are running (whoever runs them).
+    pub fn running_counts(&self) -> Result<HashMap<String, u32>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Queued runs in start order (priority, then due time, then id), after the candidate
+    /// `after` (keyset pagination), at most `limit`.
+    pub fn queued_page(
+        &self,
+        after: Option<&QueuedCandidate>,
+        limit: u32,
+    ) -> Result<Vec<QueuedCandidate>> {
+        let map = |r: &Row<'_>| {
+            Ok(QueuedCandidate {
+                id: r.get(0)?,
+                job: r.get(1)?,
+                priority: r.get(2)?,
+                due_at: r.get(3)?,
+                owner: r.get(4)?,
+            })
+        };
+        let rows = match after {
+            None => {
+                let mut stmt = self.tx.prepare_cached(
+                    "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
+                     ORDER BY priority DESC, due_at, id LIMIT ?1",
+                )?;
+                stmt.query_map([limit], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }
+            Some(c) => {
+                let mut stmt = self.tx.prepare_cached(
+                    "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
+                     AND (priority < ?1 OR (priority = ?1 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)))) \
+                     ORDER BY priority DESC, due_at, id LIMIT ?4",
+                )?;
+                stmt.query_map(params![c.priority, c.due_at, c.id, limit], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Marks a queued run running under `owner` and opens its next attempt.
+    /// Returns (attempt number, attempt row sequence).
+    pub fn start_attempt(&self, id: RunId, owner: &str, now: Time) -> Result<(u32, u32)> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE runs SET state = 'running', owner = ?2, attempt = attempt + 1, \
+             started_at = coalesce(started_at, ?3) WHERE id = ?1 AND state = 'queued' RETURNING attempt",
+        )?;
+        let number: u32 = stmt
+            .query_row(params![id, owner, ms(now)], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt(format!("run {id} is not queued")))?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO attempts (run_id, seq, number, started_at) \
+             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM attempts WHERE run_id = ?1), ?2, ?3) RETURNING seq",
+        )?;
+        let seq: u32 = stmt.query_row(params![id, number, ms(now)], |r| r.get(0))?;
+        Ok((number, seq))
+    }
+
+    /// Closes an attempt with its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub fn end_attempt(
+        &self,
+        run: RunId,
+        seq: u32,
+        now: Time,
+        outcome: &str,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error: Option<&str>,
+        output_bytes: Option<u64>,
+    ) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE attempts SET finished_at = ?3, outcome = ?4, exit_code = ?5, signal = ?6, error = ?7, \
+             output_bytes = ?8 WHERE run_id = ?1 AND seq = ?2",
+        )?;
+        stmt.execute(params![
+            run,
+            seq,
+            ms(now),
+            outcome,
+            exit_code,
+            signal,
+            error,
+            output_bytes.map(|b| b as i64)
+        ])?;
+        Ok(())
+    }
+
+    /// The open attempt (latest row) of a run: (seq, number).
+    pub fn open_attempt(&self, run: RunId) -> Result<Option<(u32, u32)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, number FROM attempts WHERE run_id = ?1 AND finished_at IS NULL ORDER BY seq DESC LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Running runs, with their owners.
+    pub fn running(&self) -> Result<Vec<RunBrief>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {BRIEF_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(brief_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Distinct owners of running or reserved runs.
+    pub fn owners(&self) -> Result<Vec<String>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND state IN ('waiting', 'queued', 'running', 'delayed', 'retrying')",
+        )?;
+        Ok(stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Not-yet-started runs reserved by `owner`.
+    pub fn reserved_by(&self, owner: &str) -> Result<Vec<RunId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM runs WHERE owner = ?1 AND state IN ('delayed', 'waiting', 'queued', 'retrying') ORDER BY id",
+        )?;
+        Ok(stmt
+            .query_map([owner], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Gives a reserved run to whoever claims it first (the daemon, usually).
+    pub fn release(&self, id: RunId) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE runs SET owner = NULL WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    /// Running runs of `owner` that `queue:cancel` asked to stop.
+    pub fn cancel_requests(&self, owner: &str) -> Result<Vec<RunId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM runs WHERE state = 'running' AND owner = ?1 AND cancel_requested = 1 ORDER BY id",
+        )?;
+        Ok(stmt
+            .query_map([owner], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn request_cancel(&self, id: RunId) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    /// Marks dead run `id` as replaced by `by` (it leaves the DLQ).
+    pub fn set_retried_by(&self, id: RunId, by: RunId) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE runs SET retried_by = ?2 WHERE id = ?1")?
+            .execute([id, by])?;
+        Ok(())
+    }
+
+    /// Runs matching `filter`, with their dependencies.
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(job) = &filter.job {
+            args.push(job.clone().into());
+            sql.push_str(&format!(" AND job = ?{}", args.len()));
+        }
+        if !filter.states.is_empty() {
+            let list: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", list.join(", ")));
+        }
+        if filter.finished {
+            sql.push_str(" AND finished_at IS NOT NULL");
+        }
+        if filter.dlq {
+            sql.push_str(" AND state = 'dead' AND retried_by IS NULL");
+        }
+        sql.push_str(if filter.finished || filter.dlq {
+            " ORDER BY finished_at DESC, id DESC"
+        } else {
+            " ORDER BY id"
+        });
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.tx.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(run_from_row(row)?);
+        }
+        for run in &mut out {
+            run.depends_on = self
+                .dep_states(run.id)?
+                .into_iter()
+                .map(|(d, _, _)| d)
+                .collect();
+        }
+        Ok(out)
+    }
+
+    /// The attempts of a run, in order.
+    pub fn attempts(&self, run: RunId) -> Result<Vec<Attempt>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT run_id, seq, number, started_at, finished_at, exit_code, signal, outcome, error, output_bytes \
+             FROM attempts WHERE run_id = ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([run])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(Attempt {
+                run_id: r.get(0)?,
+                seq: r.get(1)?,
+                number: r.get(2)?,
+                started_at: time(r.get(3)?)?,
+                finished_at: opt_time(r.get(4)?)?,
+                exit_code: r.get(5)?,
+                signal: r.get(6)?,
+                outcome: r.get(7)?,
+                error: r.get(8)?,
+                output_bytes: r.get::<_, Option<i64>>(9)?.map(|b| b as u64),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of runs in each state.
+    pub fn state_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT state, count(*) FROM runs GROUP BY state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number of runs of each job in each state.
+    pub fn job_state_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT job, state, count(*) FROM runs GROUP BY job, state ORDER BY job",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Outcome counts and last-attempt durations per job, over finished runs.
+    pub fn job_stats(&self) -> Result<Vec<JobStats>> {
+        let mut stats: BTreeMap<String, JobStats> = BTreeMap::new();
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT job, state, count(*) FROM runs WHERE state IN ('succeeded', 'dead', 'cancelled') GROUP BY job, state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        for row in rows {
+            let (job, state, n) = row?;
+            let e = stats.entry(job.clone()).or_insert_with(|| JobStats {
+                job,
+                succeeded: 0,
+                dead: 0,
+                cancelled: 0,
+                durations_ms: Vec::new(),
+            });
+            match state.as_str() {
+                "succeeded" => e.succeeded = n,
+                "dead" => e.dead = n,
+                _ => e.cancelled = n,
+            }
+        }
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT r.job, a.finished_at - a.started_at FROM runs r JOIN attempts a ON a.run_id = r.id \
+             WHERE r.state IN ('succeeded', 'dead') AND a.finished_at IS NOT NULL \
+             AND a.seq = (SELECT max(seq) FROM attempts WHERE run_id = r.id)",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (job, d) = row?;
+            if let Some(e) = stats.get_mut(&job) {
+                e.durations_ms.push(d);
+            }
+        }
+        let mut out: Vec<JobStats> = stats.into_values().collect();
+        for s in &mut out {
+            s.durations_ms.sort_unstable();
+        }
+        Ok(out)
+    }
+
+    /// Deletes finished runs (and their dependency links and attempts) finished before
+    /// `before`; with `dead_only`, only dead runs. Returns the deleted ids (to remove their logs).
+    pub fn purge(&self, before: Option<Time>, dead_only: bool) -> Result<Vec<RunId>> {
+        let mut sql = String::from("DELETE FROM runs WHERE finished_at IS NOT NULL");
+        if dead_only {
+            sql.push_str(" AND state = 'dead'");
+        }
+        let mut args: Vec<i64> = Vec::new();
+        if let Some(t) = before {
+            args.push(ms(t));
+            sql.push_str(" AND finished_at < ?1");
+        }
+        // A finished run some unfinished run still waits on is kept: the waiter needs its state.
+        sql.push_str(
+            " AND NOT EXISTS (SELECT 1 FROM run_deps d JOIN runs w ON w.id = d.run_id \
+             WHERE d.dep_id = runs.id AND w.finished_at IS NULL) RETURNING id",
+        );
+        let mut stmt = self.tx.prepare(&sql)?;
+        Ok(stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Log sequences of the attempts of run `id` (to locate their files).
+    pub fn attempt_seqs(&self, id: RunId) -> Result<Vec<u32>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT seq FROM attempts WHERE run_id = ?1 ORDER BY seq")?;
+        Ok(stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The latest finished run of each job: (job, state, finished_at).
+    pub fn last_finished_per_job(&self) -> Result<BTreeMap<String, (RunState, Time)>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT job, state, max(finished_at) FROM runs WHERE finished_at IS NOT NULL GROUP BY job",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (job, st, t) = row?;
+            out.insert(job, (state_of(&st)?, time(t)?));
+        }
+        Ok(out)
+    }
+}
