@@ -95,14 +95,14 @@ impl Foreground {
                         lifecycle::claim_these(tx, config, &owner, &chain, now, 1)?;
                     let mut waiting_on = Vec::new();
                     for &id in chain.iter().rev() {
-                        if let Some(b) = tx.brief(id)? {
-                            if matches!(
+                        if let Some(b) = tx.brief(id)?
+                            && matches!(
                                 b.state,
                                 RunState::Running | RunState::Retrying | RunState::Queued
-                            ) && b.owner.as_deref() != Some(owner.as_str())
-                            {
-                                waiting_on.push(format!("{} run {} ({})", b.job, b.id, b.state));
-                            }
+                            )
+                            && b.owner.as_deref() != Some(owner.as_str())
+                        {
+                            waiting_on.push(format!("{} run {} ({})", b.job, b.id, b.state));
                         }
                     }
                     let target_state = tx

@@ -10,7 +10,7 @@ use crate::units::format_duration;
 pub fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
-    t.set_header(headers.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    t.set_header(headers.iter().map(Cell::new).collect::<Vec<_>>());
     t
 }
 

@@ -87,16 +87,16 @@ pub fn parse_settings(ctx: &mut Ctx<'_>, m: &mut super::yaml::MapReader<'_>) -> 
             .duration(n, "shutdown_timeout")
             .unwrap_or(s.shutdown_timeout);
     }
-    if let Some(n) = m.get("history") {
-        if let Some(mut h) = ctx.map(n, "history") {
-            if let Some(k) = h.get("keep_days") {
-                s.keep_days = ctx
-                    .int(k, "history.keep_days", 1, 36_500)
-                    .map(|d| d as u32)
-                    .unwrap_or(s.keep_days);
-            }
-            h.finish(ctx, "history", &["keep_days"]);
+    if let Some(n) = m.get("history")
+        && let Some(mut h) = ctx.map(n, "history")
+    {
+        if let Some(k) = h.get("keep_days") {
+            s.keep_days = ctx
+                .int(k, "history.keep_days", 1, 36_500)
+                .map(|d| d as u32)
+                .unwrap_or(s.keep_days);
         }
+        h.finish(ctx, "history", &["keep_days"]);
     }
     if let Some(n) = m.get("output_limit") {
         s.output_limit = ctx

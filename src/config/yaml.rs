@@ -85,15 +85,15 @@ pub fn parse(src: &str) -> Result<Node, (Pos, String)> {
 fn clean_message(msg: &str) -> String {
     let mut m = msg.trim();
     m = m.strip_prefix("error: ").unwrap_or(m);
-    if let Some(rest) = m.strip_prefix("line ") {
-        if let Some(i) = rest.find(": ") {
-            let head = &rest[..i];
-            if head
-                .split(" column ")
-                .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
-            {
-                m = &rest[i + 2..];
-            }
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some(i) = rest.find(": ")
+    {
+        let head = &rest[..i];
+        if head
+            .split(" column ")
+            .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            m = &rest[i + 2..];
         }
     }
     let m = m.lines().next().unwrap_or(m);

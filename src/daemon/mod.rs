@@ -11,7 +11,7 @@
 //! Architecture invariant: nothing on this loop blocks on the network or on a child process.
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +89,8 @@ struct Engine {
     /// Set once shutdown begins: nothing new starts.
     stopping: bool,
     last_prune: Option<Instant>,
+    /// Jobs already warned about as unknown (one warning per job per configuration).
+    warned_unknown: HashSet<String>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -117,6 +119,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         pending: Vec::new(),
         stopping: false,
         last_prune: None,
+        warned_unknown: HashSet::new(),
         _lease: lease,
     };
     engine.recover_all()?;
@@ -264,10 +267,10 @@ impl Engine {
                     fastrand::f64(),
                 )?);
             }
-            let mut claimed = Vec::new();
+            let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
             if accept {
                 lifecycle::promote_due(tx, now)?;
-                claimed = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
+                (claimed, unknown) = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
             }
             let cancels = if check_cancels {
                 tx.cancel_requests(DAEMON_LEASE)?
@@ -275,9 +278,9 @@ impl Engine {
                 Vec::new()
             };
             let next_due = tx.next_due()?;
-            Ok::<_, StoreError>((states, claimed, cancels, next_due))
+            Ok::<_, StoreError>((states, claimed, unknown, cancels, next_due))
         });
-        let (states, claimed, cancels, next_due) = match result {
+        let (states, claimed, unknown, cancels, next_due) = match result {
             Ok(r) => r,
             Err(e) => {
                 self.pending = dones;
@@ -293,6 +296,12 @@ impl Engine {
             if let Some(h) = self.running.get(&id) {
                 info!(job = %h.job, run = id, "cancel requested: stopping the process group");
                 let _ = h.stop.send(Some(StopReason::Cancel));
+            }
+        }
+        for job in unknown {
+            if self.warned_unknown.insert(job.clone()) {
+                warn!(job = %job, "runs of this job are queued but the configuration the daemon runs \
+                    does not define it; they stay queued: reload the daemon (SIGHUP) once jobs/{job}.yaml exists");
             }
         }
         for c in claimed {
@@ -349,6 +358,7 @@ impl Engine {
             Ok(config) => {
                 info!(jobs = config.jobs.len(), "configuration reloaded");
                 self.config = Arc::new(config);
+                self.warned_unknown.clear();
             }
             Err(diags) => {
                 for d in diags.iter() {

@@ -179,15 +179,14 @@ impl Executor {
                 changed = stop.changed(), if stop_open => {
                     match changed {
                         Ok(()) => {
-                            if let Some(reason) = *stop.borrow_and_update() {
-                                if stopped.is_none() {
+                            if let Some(reason) = *stop.borrow_and_update()
+                                && stopped.is_none() {
                                     stopped = Some(reason);
                                     let _ = killpg(pgid, Signal::SIGTERM);
                                     if kill_at.is_none() {
                                         kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
                                     }
                                 }
-                            }
                         }
                         Err(_) => stop_open = false,
                     }
@@ -346,11 +345,11 @@ async fn capture_output(read_end: OwnedFd, log: PathBuf, limit: u64, tee: bool) 
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Err(e) = capped.write(&buf[..n]) {
-            if !log_failed {
-                tracing::error!(error = %e, "cannot write captured output");
-                log_failed = true;
-            }
+        if let Err(e) = capped.write(&buf[..n])
+            && !log_failed
+        {
+            tracing::error!(error = %e, "cannot write captured output");
+            log_failed = true;
         }
         if let Some(out) = &mut stdout {
             if out.write_all(&buf[..n]).await.is_err() {

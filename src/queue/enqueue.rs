@@ -110,14 +110,14 @@ pub fn enqueue(
     let job = config
         .job(&req.job)
         .ok_or_else(|| EnqueueError::UnknownJob(req.job.clone()))?;
-    if let Some(key) = &req.key {
-        if let Some(id) = tx.run_by_key(&req.job, key)? {
-            return Ok(Enqueued {
-                id,
-                existing: true,
-                created_deps: Vec::new(),
-            });
-        }
+    if let Some(key) = &req.key
+        && let Some(id) = tx.run_by_key(&req.job, key)?
+    {
+        return Ok(Enqueued {
+            id,
+            existing: true,
+            created_deps: Vec::new(),
+        });
     }
     for &after in &req.after {
         if tx.brief(after)?.is_none() {

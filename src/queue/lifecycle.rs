@@ -73,20 +73,24 @@ pub fn promote_due(tx: &Tx<'_>, now: Time) -> Result<usize> {
 
 /// Claims queued runs for `owner`, in order (priority, due time, id), respecting each job's
 /// `concurrency` and at most `global_limit` running runs in all. Runs reserved by another lease
-/// are left alone. The attempts are started in this transaction.
+/// are left alone, and so are runs of jobs `config` does not define (a job file added since the
+/// configuration was loaded, or removed with runs still queued): they stay queued — an
+/// acknowledged run is never thrown away — and their job names are returned so the caller can
+/// say so. The attempts are started in this transaction.
 pub fn claim(
     tx: &Tx<'_>,
     config: &Config,
     owner: &str,
     now: Time,
     global_limit: usize,
-) -> Result<Vec<Claimed>> {
+) -> Result<(Vec<Claimed>, Vec<String>)> {
     let mut counts = tx.running_counts()?;
     let total: usize = counts.values().map(|&n| n as usize).sum();
     let mut free = global_limit.saturating_sub(total);
     let mut claimed = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
     if free == 0 {
-        return Ok(claimed);
+        return Ok((claimed, unknown));
     }
     let page_size = (free * 4).clamp(16, 512) as u32;
     let mut cursor: Option<QueuedCandidate> = None;
@@ -97,20 +101,25 @@ pub fn claim(
             if c.owner.as_deref().is_some_and(|o| o != owner) {
                 continue;
             }
-            let limit = config.job(&c.job).map(|j| j.concurrency).unwrap_or(1);
+            let Some(job) = config.job(&c.job) else {
+                if !unknown.contains(&c.job) {
+                    unknown.push(c.job.clone());
+                }
+                continue;
+            };
             let n = counts.entry(c.job.clone()).or_insert(0);
-            if *n >= limit {
+            if *n >= job.concurrency {
                 continue;
             }
             *n += 1;
             claimed.push(start(tx, c.id, owner, now)?);
             free -= 1;
             if free == 0 {
-                return Ok(claimed);
+                return Ok((claimed, unknown));
             }
         }
         if exhausted {
-            return Ok(claimed);
+            return Ok((claimed, unknown));
         }
         cursor = page.last().cloned();
     }
@@ -129,10 +138,11 @@ pub fn claim_these(
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
     let mut candidates = Vec::new();
     for &id in ids {
-        if let Some(run) = tx.run(id)? {
-            if run.state == RunState::Queued && run.owner.as_deref().is_none_or(|o| o == owner) {
-                candidates.push(run);
-            }
+        if let Some(run) = tx.run(id)?
+            && run.state == RunState::Queued
+            && run.owner.as_deref().is_none_or(|o| o == owner)
+        {
+            candidates.push(run);
         }
     }
     candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));

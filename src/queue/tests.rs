@@ -52,6 +52,7 @@ impl World {
         self.store
             .write(|tx| lifecycle::claim(tx, config, owner, now, limit))
             .unwrap()
+            .0
             .into_iter()
             .map(|c| (c.run.id, c.attempt, c.seq))
             .collect()
@@ -155,6 +156,26 @@ fn per_job_and_global_concurrency() {
         "global limit counts running runs"
     );
     assert_eq!(w.claim("daemon", 3).len(), 1);
+}
+
+#[test]
+fn runs_of_jobs_the_claimer_does_not_know_stay_queued() {
+    let mut w = world(&[("a", PLAIN), ("b", PLAIN)]);
+    let a = w.add_job("a");
+    let b = w.add_job("b");
+    let mut narrow = w.config.clone();
+    narrow.jobs.remove("a");
+    let now = w.now;
+    let (claimed, unknown) = w
+        .store
+        .write(|tx| lifecycle::claim(tx, &narrow, "daemon", now, 10))
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        vec![b]
+    );
+    assert_eq!(unknown, vec!["a".to_string()]);
+    assert_eq!(w.state(a), RunState::Queued);
 }
 
 #[test]
