@@ -635,6 +635,9 @@ fn list_shows_jobs_and_says_when_there_are_none() {
 #[test]
 fn the_example_configuration_shipped_in_the_repo_is_valid() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new(bin()).args(["-c", repo, "validate"]).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["-c", repo, "validate"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
