@@ -9,6 +9,7 @@ pub mod exec;
 pub mod model;
 pub mod queue;
 pub mod runner;
+pub mod schedule;
 pub mod store;
 pub mod units;
 pub mod wake;

@@ -2,13 +2,30 @@
 
 use serde_json::json;
 
-use super::output::{local, print_json, print_table, table};
+use super::output::{local, print_json, print_table, rfc3339, table};
+use super::schedules::in_zone;
 use super::{CliResult, Ctx};
+use crate::config::{Config, JobDef, ScheduleDef};
+use crate::model::Time;
+
+/// The next fire of `job` over its enabled schedules, with the schedule it comes from.
+fn next_fire<'c>(
+    config: &'c Config,
+    job: &'c JobDef,
+    now: Time,
+) -> Option<(&'c ScheduleDef, Time)> {
+    config
+        .schedules_of(&job.name)
+        .filter(|s| s.enabled)
+        .filter_map(|s| s.cron.next_after(s.timezone, now).map(|t| (s, t)))
+        .min_by_key(|(_, t)| *t)
+}
 
 pub fn run(ctx: &Ctx) -> CliResult {
     let config = ctx.config()?;
     let (_, mut store) = ctx.store()?;
     let last = store.read(|tx| tx.last_finished_per_job())?;
+    let now = chrono::Utc::now();
     if ctx.json {
         let jobs: Vec<_> = config
             .jobs
@@ -21,9 +38,9 @@ pub fn run(ctx: &Ctx) -> CliResult {
                     "priority": j.priority,
                     "depends_on": j.dependency_names().collect::<Vec<_>>(),
                     "concurrency": j.concurrency,
-                    "schedules": Vec::<String>::new(),
-                    "last_run": l.map(|(s, t)| json!({"state": s, "finished_at": super::output::rfc3339(*t)})),
-                    "next_fire": null,
+                    "schedules": config.schedules_of(&j.name).map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                    "last_run": l.map(|(s, t)| json!({"state": s, "finished_at": rfc3339(*t)})),
+                    "next_fire": next_fire(&config, j, now).map(|(s, t)| in_zone(s, t)),
                 })
             })
             .collect();
@@ -50,13 +67,23 @@ pub fn run(ctx: &Ctx) -> CliResult {
             .get(&j.name)
             .map(|(s, t)| format!("{s} {}", local(*t)))
             .unwrap_or_else(|| "-".into());
+        let schedules: Vec<&str> = config
+            .schedules_of(&j.name)
+            .map(|s| s.name.as_str())
+            .collect();
         t.add_row(vec![
             j.name.clone(),
             j.description.clone().unwrap_or_else(|| "-".into()),
             j.priority.to_string(),
-            "-".into(),
+            if schedules.is_empty() {
+                "-".into()
+            } else {
+                schedules.join(", ")
+            },
             last_run,
-            "-".into(),
+            next_fire(&config, j, now)
+                .map(|(s, t)| in_zone(s, t))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     print_table(&t);

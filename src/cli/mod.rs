@@ -9,6 +9,7 @@ mod list;
 mod logs;
 mod output;
 mod queue;
+mod schedules;
 mod validate;
 
 use std::path::PathBuf;
@@ -81,6 +82,23 @@ pub enum Command {
     },
     /// List jobs: description, priority, schedules, last run, next fire.
     List,
+    /// List schedules with their last fire and next fire times.
+    Schedules {
+        /// How many upcoming fire times to show.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        next: usize,
+        /// Compute upcoming fires after this instant (exclusive) instead of now (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+    },
+    /// Recorded fires, newest first: enqueued, or missed with the reason.
+    Fires {
+        /// Only this schedule.
+        schedule: Option<String>,
+        /// How many fires to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Check every configuration file; print each problem as FILE:LINE:COL: message.
     Validate,
     /// Finished runs, newest first.
@@ -306,6 +324,8 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
             no_retry,
         } => job::run(ctx, &name, env, no_deps, no_retry),
         Command::List => list::run(ctx),
+        Command::Schedules { next, from } => schedules::schedules(ctx, next, from),
+        Command::Fires { schedule, limit } => schedules::fires(ctx, schedule, limit),
         Command::Validate => validate::run(ctx),
         Command::History { job, limit } => history::history(ctx, job, limit),
         Command::Show { run_id } => history::show(ctx, run_id),
@@ -337,8 +357,10 @@ fn init_logging(verbose: u8, quiet: u8) {
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();
 }

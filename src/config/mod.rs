@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use job::{Exec, JobDef};
-pub use scheduler::Settings;
+pub use scheduler::{CatchUp, Overlap, ScheduleDef, Settings};
 
 use crate::model::is_valid_name;
 
@@ -27,6 +27,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub jobs: BTreeMap<String, Arc<JobDef>>,
     pub settings: Settings,
+    /// The schedules of `scheduler.yaml`, in file order.
+    pub schedules: Vec<ScheduleDef>,
 }
 
 impl Config {
@@ -58,11 +60,17 @@ impl Config {
             dir: dir.to_path_buf(),
             jobs: BTreeMap::new(),
             settings: Settings::default(),
+            schedules: Vec::new(),
         }
     }
 
     pub fn job(&self, name: &str) -> Option<&Arc<JobDef>> {
         self.jobs.get(name)
+    }
+
+    /// The schedules that fire `job`.
+    pub fn schedules_of<'a>(&'a self, job: &'a str) -> impl Iterator<Item = &'a ScheduleDef> + 'a {
+        self.schedules.iter().filter(move |s| s.job == job)
     }
 
     /// The per-attempt output cap for `job`.
@@ -106,11 +114,7 @@ fn read_yaml(path: &Path, display: &str, diags: &mut Diagnostics) -> Option<(Str
 }
 
 fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diagnostics) -> Config {
-    let mut config = Config {
-        dir: dir.to_path_buf(),
-        jobs: BTreeMap::new(),
-        settings: Settings::default(),
-    };
+    let mut config = Config::empty(dir);
 
     if !dir.is_dir() {
         diags.push(
@@ -195,7 +199,10 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
         let mut ctx = yaml::Ctx::new(sched_display.clone(), &src, env, diags);
         if let Some(mut m) = ctx.map(&node, "scheduler.yaml") {
             config.settings = scheduler::parse_settings(&mut ctx, &mut m);
-            let _ = m.get("schedules");
+            if let Some(n) = m.get("schedules") {
+                config.schedules =
+                    scheduler::parse_schedules(&mut ctx, n, config.settings.timezone, &all_names);
+            }
             m.finish(&mut ctx, "scheduler.yaml", scheduler::SCHEDULER_FIELDS);
         }
     }

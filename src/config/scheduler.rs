@@ -106,3 +106,221 @@ pub fn parse_settings(ctx: &mut Ctx<'_>, m: &mut super::yaml::MapReader<'_>) -> 
     }
     s
 }
+
+/// What to do with fires missed while the daemon was not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Enqueue none of them.
+    None,
+    /// Enqueue only the most recent.
+    Latest,
+    /// Enqueue every one (at most [`crate::schedule::CATCH_UP_LIMIT`]).
+    All,
+}
+
+impl CatchUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::None => "none",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// What to do with a fire while the job's previous run is still pending or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Do not enqueue (recorded as missed).
+    Skip,
+    /// Keep at most one pending run buffered (later fires are missed).
+    Queue,
+    /// Enqueue every fire.
+    Allow,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+/// One entry of `schedules:`.
+#[derive(Debug, Clone)]
+pub struct ScheduleDef {
+    /// Unique; defaults to the job's name.
+    pub name: String,
+    pub job: String,
+    pub cron: crate::schedule::CronSpec,
+    pub timezone: Tz,
+    pub catch_up: CatchUp,
+    pub overlap: Overlap,
+    pub enabled: bool,
+    /// Dead-man's switch: raise `late` if a fire's run has not succeeded this long after the fire.
+    pub deadline: Option<Duration>,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+const SCHEDULE_FIELDS: &[&str] = &[
+    "job", "name", "cron", "timezone", "catch_up", "overlap", "enabled", "deadline", "env",
+];
+
+/// Reads `schedules:`. `jobs` holds the name of every job file (a schedule naming a job whose file
+/// is broken is reported once, at the job file).
+pub fn parse_schedules(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    default_tz: Tz,
+    jobs: &std::collections::BTreeSet<String>,
+) -> Vec<ScheduleDef> {
+    let mut out: Vec<ScheduleDef> = Vec::new();
+    let Some(items) = ctx.list(node, "schedules", false) else {
+        return out;
+    };
+    let known: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    for item in items {
+        let before = ctx.diags.len();
+        let Some(mut m) = ctx.map(item, "a schedule") else {
+            continue;
+        };
+        let job = match m.get("job") {
+            Some(n) => ctx.nonempty_string(n, "job").and_then(|j| {
+                if jobs.contains(&j) {
+                    Some(j)
+                } else {
+                    let hint = super::yaml::closest(&j, &known)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    ctx.error(
+                        n.pos,
+                        format!("unknown job `{j}`: there is no jobs/{j}.yaml{hint}"),
+                    );
+                    None
+                }
+            }),
+            None => {
+                ctx.error(m.pos, "a schedule needs `job: NAME`");
+                None
+            }
+        };
+        let name = match m.get("name") {
+            Some(n) => ctx.nonempty_string(n, "name").and_then(|s| {
+                if crate::model::is_valid_name(&s) {
+                    Some((s, n.pos))
+                } else {
+                    ctx.error(n.pos, format!("`{s}` is not a valid schedule name: use lowercase letters, digits, `.`, `_`, `-`"));
+                    None
+                }
+            }),
+            None => job.clone().map(|j| (j, m.pos)),
+        };
+        let cron = match m.get("cron") {
+            Some(n) => {
+                ctx.nonempty_string(n, "cron")
+                    .and_then(|c| match crate::schedule::parse(&c) {
+                        Ok(spec) => Some(spec),
+                        Err(e) => {
+                            ctx.error(n.pos, format!("cron: {e}"));
+                            None
+                        }
+                    })
+            }
+            None => {
+                ctx.error(m.pos, "a schedule needs `cron:` (e.g. \"30 6 * * 1-5\", \"@daily\" or \"@every 90s\")");
+                None
+            }
+        };
+        let timezone = match m.get("timezone") {
+            Some(n) => parse_timezone(ctx, n, "timezone"),
+            None => Some(default_tz),
+        };
+        let catch_up = match m.get("catch_up") {
+            Some(n) => ctx.choice(
+                n,
+                "catch_up",
+                &[
+                    ("none", CatchUp::None),
+                    ("latest", CatchUp::Latest),
+                    ("all", CatchUp::All),
+                ],
+            ),
+            None => Some(CatchUp::Latest),
+        };
+        let overlap = match m.get("overlap") {
+            Some(n) => ctx.choice(
+                n,
+                "overlap",
+                &[
+                    ("skip", Overlap::Skip),
+                    ("queue", Overlap::Queue),
+                    ("allow", Overlap::Allow),
+                ],
+            ),
+            None => Some(Overlap::Skip),
+        };
+        let enabled = match m.get("enabled") {
+            Some(n) => ctx.bool(n, "enabled"),
+            None => Some(true),
+        };
+        let deadline = match m.get("deadline") {
+            Some(n) => match ctx.duration(n, "deadline") {
+                Some(d) if d.is_zero() => {
+                    ctx.error(
+                        n.pos,
+                        "deadline must be longer than 0 (leave it out for none)",
+                    );
+                    None
+                }
+                d => d.map(Some),
+            },
+            None => Some(None),
+        };
+        let env = match m.get("env") {
+            Some(n) => ctx.env_map(n, "env"),
+            None => Some(Default::default()),
+        };
+        m.finish(ctx, "a schedule", SCHEDULE_FIELDS);
+        if ctx.diags.len() > before {
+            continue;
+        }
+        let (
+            Some(job),
+            Some((name, name_pos)),
+            Some(cron),
+            Some(timezone),
+            Some(catch_up),
+            Some(overlap),
+            Some(enabled),
+            Some(deadline),
+            Some(env),
+        ) = (
+            job, name, cron, timezone, catch_up, overlap, enabled, deadline, env,
+        )
+        else {
+            continue;
+        };
+        if out.iter().any(|s| s.name == name) {
+            ctx.error(
+                name_pos,
+                format!("a schedule named `{name}` already exists: give this one a unique `name:`"),
+            );
+            continue;
+        }
+        out.push(ScheduleDef {
+            name,
+            job,
+            cron,
+            timezone,
+            catch_up,
+            overlap,
+            enabled,
+            deadline,
+            env,
+        });
+    }
+    out
+}

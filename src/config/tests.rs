@@ -248,3 +248,78 @@ fn bad_input_never_panics() {
         vec!["jobs/x.yaml: not valid UTF-8 text".to_string()]
     );
 }
+
+#[test]
+fn schedules_parse_with_defaults() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/report.yaml", "run: x\n");
+    write(
+        t.path(),
+        "scheduler.yaml",
+        r#"timezone: America/New_York
+schedules:
+  - job: report
+    name: report-weekdays
+    cron: "30 6 * * 1-5"
+    timezone: Europe/Berlin
+    catch_up: all
+    overlap: queue
+    enabled: false
+    deadline: 45m
+    env: { SCOPE: weekday }
+  - job: report
+    cron: "@every 90s"
+"#,
+    );
+    let c = load(t.path()).unwrap();
+    let s = &c.schedules[0];
+    assert_eq!(
+        (s.name.as_str(), s.job.as_str(), s.cron.as_str()),
+        ("report-weekdays", "report", "30 6 * * 1-5")
+    );
+    assert_eq!(s.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(
+        (s.catch_up, s.overlap, s.enabled),
+        (CatchUp::All, Overlap::Queue, false)
+    );
+    assert_eq!(s.deadline, Some(std::time::Duration::from_secs(45 * 60)));
+    assert_eq!(s.env["SCOPE"], "weekday");
+    let d = &c.schedules[1];
+    assert_eq!(
+        (d.name.as_str(), d.timezone),
+        ("report", chrono_tz::America::New_York)
+    );
+    assert_eq!(
+        (d.catch_up, d.overlap, d.enabled, d.deadline),
+        (CatchUp::Latest, Overlap::Skip, true, None)
+    );
+    assert_eq!(c.schedules_of("report").count(), 2);
+}
+
+#[test]
+fn schedule_problems_have_positions() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/report.yaml", "run: x\n");
+    write(
+        t.path(),
+        "scheduler.yaml",
+        "schedules:\n  - job: reprot\n    cron: '@daily'\n  - job: report\n    cron: '61 * * * *'\n  - job: report\n    cron: '@daily'\n    timezone: Moon/Base\n    catch_up: sometimes\n    colour: red\n  - job: report\n    cron: '@hourly'\n  - job: report\n    cron: '@hourly'\n",
+    );
+    let m = messages(&load(t.path()).unwrap_err());
+    let expect = [
+        "scheduler.yaml:2:10: unknown job `reprot`: there is no jobs/reprot.yaml (did you mean `report`?)",
+        "scheduler.yaml:5:11: cron: `61 * * * *`: minute must be 0-59",
+        "scheduler.yaml:8:15: timezone: unknown time zone `Moon/Base`",
+        "scheduler.yaml:9:15: catch_up must be one of none, latest, all, found `sometimes`",
+        "scheduler.yaml:10:5: unknown field `colour` in a schedule",
+        "scheduler.yaml:13:5: a schedule named `report` already exists",
+    ];
+    for e in expect {
+        assert!(
+            m.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            m.join("\n")
+        );
+    }
+    assert_eq!(m.len(), expect.len(), "{}", m.join("\n"));
+}

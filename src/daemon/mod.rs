@@ -11,6 +11,8 @@
 //! Architecture invariant: nothing on this loop blocks on the network or on a child process.
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
+mod schedules;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +63,21 @@ pub enum DaemonError {
     Io(String),
 }
 
+/// What one turn's transaction decided.
+struct Turn {
+    /// The new state of each committed attempt's run, in `dones` order.
+    states: Vec<crate::model::RunState>,
+    /// Attempts started, to launch.
+    claimed: Vec<Claimed>,
+    /// Jobs with queued runs that the loaded configuration does not define.
+    unknown: Vec<String>,
+    /// Running runs whose cancellation was requested.
+    cancels: Vec<RunId>,
+    /// When the next delayed or retrying run is due.
+    next_due: Option<Time>,
+    firing: schedules::Firing,
+}
+
 /// A running attempt, as the engine tracks it.
 struct Handle {
     job: String,
@@ -91,6 +108,13 @@ struct Engine {
     last_prune: Option<Instant>,
     /// Jobs already warned about as unknown (one warning per job per configuration).
     warned_unknown: HashSet<String>,
+    /// The wall-clock instant from which the daemon has watched its schedules without a break:
+    /// fires before it were missed while not running (see `schedule::fire`).
+    live_since: Time,
+    /// The previous turn's instant by both clocks, to notice wall-clock jumps.
+    last_turn: Option<(Instant, Time)>,
+    /// Each enabled schedule's next fire (in the past while a catch-up is pending).
+    next_fires: HashMap<String, Time>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -120,10 +144,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         stopping: false,
         last_prune: None,
         warned_unknown: HashSet::new(),
+        live_since: chrono::DateTime::UNIX_EPOCH,
+        last_turn: None,
+        next_fires: HashMap::new(),
         _lease: lease,
     };
     engine.recover_all()?;
     engine.prune();
+    engine.sync_schedules()?;
+    engine.live_since = engine.clock.now();
     let listener = match wake::Listener::bind(&engine.data) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -134,6 +163,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     };
     info!(
         jobs = engine.config.jobs.len(),
+        schedules = engine.config.schedules.len(),
         concurrency = engine.config.settings.concurrency,
         data_dir = %engine.data.root().display(),
         "worker daemon started"
@@ -174,6 +204,7 @@ impl Engine {
             self.clock.now() - chrono::Duration::days(i64::from(self.config.settings.keep_days));
         let data = self.data.clone();
         let result = self.store.write(|tx| {
+            tx.purge_fires(before)?;
             let ids = tx.purge(Some(before), false)?;
             let mut seqs = Vec::new();
             for &id in &ids {
@@ -247,16 +278,26 @@ impl Engine {
         }
     }
 
-    /// One turn: commit ended attempts, promote due runs, claim free slots, start them, and
-    /// pass on cancel requests. Returns when the next delayed run is due.
+    /// One turn: commit ended attempts, fire due schedules, promote due runs, claim free slots,
+    /// start them, and pass on cancel requests — one transaction. Returns when something is next
+    /// due (a delayed run or a schedule's fire).
     fn turn(&mut self) -> Result<Option<Time>, StoreError> {
         let now = self.clock.now();
+        self.watch_clock(now);
         let dones = std::mem::take(&mut self.pending);
         let config = self.config.clone();
         let accept = !self.stopping;
         let check_cancels = !self.running.is_empty();
         let limit = config.settings.concurrency as usize;
+        // Once shutting down, nothing fires: the next start catches up per `catch_up`.
+        let due_schedules = if accept {
+            self.due_schedules(now)
+        } else {
+            Vec::new()
+        };
+        let live_since = self.live_since;
         let result = self.store.write(|tx| {
+            let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());
             for d in &dones {
                 states.push(lifecycle::finish(
@@ -278,15 +319,36 @@ impl Engine {
                 Vec::new()
             };
             let next_due = tx.next_due()?;
-            Ok::<_, StoreError>((states, claimed, unknown, cancels, next_due))
+            Ok::<_, StoreError>(Turn {
+                states,
+                claimed,
+                unknown,
+                cancels,
+                next_due,
+                firing,
+            })
         });
-        let (states, claimed, unknown, cancels, next_due) = match result {
+        let Turn {
+            states,
+            claimed,
+            unknown,
+            cancels,
+            next_due,
+            firing,
+        } = match result {
             Ok(r) => r,
             Err(e) => {
                 self.pending = dones;
                 return Err(e);
             }
         };
+        schedules::log_fired(&firing.fired, now);
+        for (name, next) in firing.next {
+            match next {
+                Some(t) => self.next_fires.insert(name, t),
+                None => self.next_fires.remove(&name),
+            };
+        }
         for (d, state) in dones.iter().zip(states) {
             self.running.remove(&d.report.run);
             info!(job = %d.job, run = d.report.run, attempt = d.attempt, state = %state,
@@ -307,7 +369,11 @@ impl Engine {
         for c in claimed {
             self.launch(c);
         }
-        Ok(next_due)
+        let next_fire = if accept { self.next_fire() } else { None };
+        Ok(match (next_due, next_fire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Starts a claimed attempt in its own task.
@@ -356,9 +422,16 @@ impl Engine {
     fn reload(&mut self) {
         match Config::load(&self.config.dir) {
             Ok(config) => {
-                info!(jobs = config.jobs.len(), "configuration reloaded");
+                info!(
+                    jobs = config.jobs.len(),
+                    schedules = config.schedules.len(),
+                    "configuration reloaded"
+                );
                 self.config = Arc::new(config);
                 self.warned_unknown.clear();
+                if let Err(e) = self.sync_schedules() {
+                    error!(error = %e, "cannot update the schedules after a reload");
+                }
             }
             Err(diags) => {
                 for d in diags.iter() {

@@ -60,4 +60,26 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     "#,
+    // 2: schedules — a cursor per schedule and every fire instant, enqueued or missed.
+    r#"
+    CREATE TABLE schedule_cursors (
+        name    TEXT PRIMARY KEY,
+        cursor  INTEGER NOT NULL,
+        enabled INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE fires (
+        schedule    TEXT    NOT NULL,
+        fire_at     INTEGER NOT NULL,
+        job         TEXT    NOT NULL,
+        outcome     TEXT    NOT NULL,
+        reason      TEXT,
+        run_id      INTEGER,
+        count       INTEGER NOT NULL DEFAULT 1,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (schedule, fire_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX fires_recorded ON fires(recorded_at);
+    CREATE INDEX runs_schedule ON runs(schedule, scheduled_at) WHERE schedule IS NOT NULL;
+    "#,
 ];

@@ -10,6 +10,7 @@
 
 mod migrations;
 mod runs;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter};
+pub use schedules::FireRecord;
 
 /// How hard SQLite works to keep a committed transaction across a power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

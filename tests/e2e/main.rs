@@ -5,4 +5,5 @@
 //! nothing asserts on how fast something happened — speed is the benchmark harness's business.
 
 mod common;
+mod schedules;
 mod spine;

@@ -1,0 +1,166 @@
+//! `worker schedules` and `worker fires`.
+
+use chrono::DateTime;
+use serde_json::{Value, json};
+
+use super::output::{local, print_json, print_table, table};
+use super::{CliError, CliResult, Ctx};
+use crate::config::ScheduleDef;
+use crate::model::Time;
+use crate::store::{FireRecord, StoreError};
+
+/// A fire time with the schedule's own UTC offset (`2026-03-08T03:00:00-04:00`).
+pub fn in_zone(s: &ScheduleDef, t: Time) -> String {
+    t.with_timezone(&s.timezone).to_rfc3339()
+}
+
+pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
+    let config = ctx.config()?;
+    let from = match from {
+        Some(f) => DateTime::parse_from_rfc3339(&f)
+            .map(|t| t.to_utc())
+            .map_err(|e| CliError::Usage(format!("--from: `{f}` is not an RFC 3339 time ({e})")))?,
+        None => chrono::Utc::now(),
+    };
+    let (_, mut store) = ctx.store()?;
+    let last: Vec<Option<FireRecord>> = store.read(|tx| {
+        config
+            .schedules
+            .iter()
+            .map(|s| tx.last_fire(&s.name))
+            .collect::<Result<Vec<_>, StoreError>>()
+    })?;
+    let nexts: Vec<Vec<Time>> = config
+        .schedules
+        .iter()
+        .map(|s| {
+            if s.enabled {
+                s.cron.next_n(s.timezone, from, next)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    if ctx.json {
+        let v: Vec<Value> = config
+            .schedules
+            .iter()
+            .zip(&last)
+            .zip(&nexts)
+            .map(|((s, l), n)| {
+                json!({
+                    "name": s.name,
+                    "job": s.job,
+                    "cron": s.cron.as_str(),
+                    "timezone": s.timezone.name(),
+                    "catch_up": s.catch_up.as_str(),
+                    "overlap": s.overlap.as_str(),
+                    "enabled": s.enabled,
+                    "deadline": s.deadline.map(crate::units::format_duration_spec),
+                    "last_fire": l.as_ref().map(|f| in_zone(s, f.fire_at)),
+                    "last_fire_outcome": l.as_ref().map(|f| f.outcome.clone()),
+                    "last_fire_run": l.as_ref().and_then(|f| f.run_id),
+                    "next": n.iter().map(|t| in_zone(s, *t)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(());
+    }
+    if config.schedules.is_empty() {
+        println!(
+            "no schedules: add them under `schedules:` in {}",
+            crate::config::display_path(&ctx.config_dir, "scheduler.yaml")
+        );
+        return Ok(());
+    }
+    let mut t = table(&[
+        "NAME",
+        "JOB",
+        "CRON",
+        "TIMEZONE",
+        "CATCH-UP",
+        "OVERLAP",
+        "ENABLED",
+        "LAST FIRE",
+        "NEXT",
+    ]);
+    for ((s, l), n) in config.schedules.iter().zip(&last).zip(&nexts) {
+        let last = match l {
+            None => "-".to_string(),
+            Some(f) => match f.run_id {
+                Some(run) => format!("{} (run {run})", in_zone(s, f.fire_at)),
+                None => format!("{} ({})", in_zone(s, f.fire_at), f.outcome),
+            },
+        };
+        let next = if s.enabled {
+            n.iter()
+                .map(|t| in_zone(s, *t))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            "-".into()
+        };
+        t.add_row(vec![
+            s.name.clone(),
+            s.job.clone(),
+            s.cron.as_str().to_string(),
+            s.timezone.name().to_string(),
+            s.catch_up.as_str().into(),
+            s.overlap.as_str().into(),
+            if s.enabled { "yes".into() } else { "no".into() },
+            last,
+            next,
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+pub fn fires(ctx: &Ctx, schedule: Option<String>, limit: u32) -> CliResult {
+    let (_, mut store) = ctx.store()?;
+    let fires = store.read(|tx| tx.fires(schedule.as_deref(), limit))?;
+    if ctx.json {
+        let v: Vec<Value> = fires
+            .iter()
+            .map(|f| {
+                json!({
+                    "schedule": f.schedule,
+                    "job": f.job,
+                    "fire_at": super::output::rfc3339(f.fire_at),
+                    "outcome": f.outcome,
+                    "run_id": f.run_id,
+                    "count": f.count,
+                    "reason": f.reason,
+                    "recorded_at": super::output::rfc3339(f.recorded_at),
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(());
+    }
+    if fires.is_empty() {
+        println!("no fires recorded yet");
+        return Ok(());
+    }
+    let mut t = table(&["FIRE TIME", "SCHEDULE", "JOB", "OUTCOME", "RUN", "REASON"]);
+    for f in &fires {
+        let outcome = if f.count > 1 {
+            format!("{} ×{}", f.outcome, f.count)
+        } else {
+            f.outcome.clone()
+        };
+        t.add_row(vec![
+            local(f.fire_at),
+            f.schedule.clone(),
+            f.job.clone(),
+            outcome,
+            f.run_id
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
+            f.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
