@@ -57,26 +57,46 @@ impl Engine {
     pub(super) fn watch_clock(&mut self, now: Time) {
         let mono = Instant::now();
         if let Some((m0, w0)) = self.last_turn {
-            let wall = (now - w0).to_std().ok();
-            let elapsed = mono.duration_since(m0);
-            match wall {
-                Some(w) if w > elapsed + JUMP => {
+            match detect_jump(mono.duration_since(m0), w0, now) {
+                Jump::Forward(d) => {
                     warn!(
-                        jump_s = (w - elapsed).as_secs_f64(),
+                        jump_s = d.as_secs_f64(),
                         "the wall clock jumped forward (clock step or suspend): fires in between count as missed while not running; catch_up applies"
                     );
                     self.live_since = now;
                 }
-                None if (w0 - now).to_std().unwrap_or_default() > JUMP => {
+                Jump::Back(d) => {
                     warn!(
-                        back_s = (w0 - now).to_std().unwrap_or_default().as_secs_f64(),
+                        back_s = d.as_secs_f64(),
                         "the wall clock went back: fires already recorded will not run again"
                     );
                 }
-                _ => {}
+                Jump::None => {}
             }
         }
         self.last_turn = Some((mono, now));
+    }
+}
+
+/// A discontinuity of the wall clock between two observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Jump {
+    None,
+    /// The wall clock moved this much more than the monotonic clock.
+    Forward(Duration),
+    /// The wall clock went back this much.
+    Back(Duration),
+}
+
+/// Pure: compares the wall clock's progress (`w0` → `w1`) with the monotonic clock's (`elapsed`).
+pub(super) fn detect_jump(elapsed: Duration, w0: Time, w1: Time) -> Jump {
+    match (w1 - w0).to_std() {
+        Ok(wall) if wall > elapsed + JUMP => Jump::Forward(wall - elapsed),
+        Ok(_) => Jump::None,
+        Err(_) => match (w0 - w1).to_std() {
+            Ok(back) if back > JUMP => Jump::Back(back),
+            _ => Jump::None,
+        },
     }
 }
 
@@ -122,5 +142,35 @@ pub(super) fn log_fired(fired: &[Fired], now: Time) {
                 warn!(schedule = %f.schedule, job = %f.job, count = *count, reason = %reason, "schedule fires dropped")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_are_told_apart_from_normal_progress() {
+        let w0 = chrono::DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let after = |s: i64| w0 + chrono::Duration::seconds(s);
+        let secs = Duration::from_secs;
+        assert_eq!(detect_jump(secs(60), w0, after(60)), Jump::None);
+        assert_eq!(
+            detect_jump(secs(60), w0, after(61)),
+            Jump::None,
+            "a second of drift is not a jump"
+        );
+        assert_eq!(
+            detect_jump(secs(5), w0, after(3605)),
+            Jump::Forward(secs(3600)),
+            "a suspend: wall moved, monotonic did not"
+        );
+        assert_eq!(
+            detect_jump(secs(1), w0, after(-3600)),
+            Jump::Back(secs(3600))
+        );
+        assert_eq!(detect_jump(secs(0), w0, after(-1)), Jump::None);
     }
 }
