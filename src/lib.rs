@@ -1,5 +1,6 @@
 //! worker: a single-binary job runner daemon.
 
+pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -293,3 +293,51 @@ pub struct Attempt {
     /// Bytes the attempt wrote, before capping.
     pub output_bytes: Option<u64>,
 }
+
+/// What an alert can be about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An attempt failed (non-zero exit, signal, timeout, failed start, lost to a crash).
+    AttemptFailed,
+    /// A run ended in the dead-letter queue.
+    Dead,
+    /// An attempt ran out of time.
+    Timeout,
+    /// A schedule's fire was not run.
+    Missed,
+    /// A schedule's fire has not succeeded within its `deadline`.
+    Late,
+    /// A job succeeded after its previous finished run was dead.
+    Recovered,
+    /// A reload was rejected.
+    ConfigError,
+}
+
+impl EventKind {
+    pub const ALL: [(&'static str, EventKind); 7] = [
+        ("attempt_failed", EventKind::AttemptFailed),
+        ("dead", EventKind::Dead),
+        ("timeout", EventKind::Timeout),
+        ("missed", EventKind::Missed),
+        ("late", EventKind::Late),
+        ("recovered", EventKind::Recovered),
+        ("config_error", EventKind::ConfigError),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        EventKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("unknown")
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

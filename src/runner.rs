@@ -2,7 +2,6 @@
 //! process a claimed run becomes, and what its end means for the run.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::datadir::DataDir;
@@ -66,8 +65,10 @@ fn absolute(p: &Path) -> String {
         .to_string()
 }
 
-/// What an ended process means for its run.
-pub fn report_for(claimed: &Claimed, finished: &Finished, timeout: Option<Duration>) -> Report {
+/// What an ended process means for its run. A failed attempt carries its last lines of output
+/// (read here, in the attempt's own task, so the engine never touches log files).
+pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report {
+    let timeout = spec.timeout;
     let outcome = match finished.stopped {
         Some(StopReason::Shutdown) => Outcome::Interrupted,
         Some(StopReason::Cancel) => Outcome::Cancelled {
@@ -82,11 +83,16 @@ pub fn report_for(claimed: &Claimed, finished: &Finished, timeout: Option<Durati
             timed_out: finished.timed_out,
         },
     };
+    let output_tail = matches!(outcome, Outcome::Failed { .. })
+        .then(|| crate::exec::capture::last_lines(&spec.log, crate::alert::OUTPUT_LINES))
+        .filter(|t| !t.is_empty());
     Report {
         run: claimed.run.id,
         seq: claimed.seq,
         outcome,
         output_bytes: Some(finished.output_bytes),
+        duration_ms: Some(finished.duration.as_millis() as i64),
+        output_tail,
     }
 }
 
@@ -102,6 +108,8 @@ pub fn report_unstartable(claimed: &Claimed, error: String) -> Report {
             timed_out: false,
         },
         output_bytes: None,
+        duration_ms: None,
+        output_tail: None,
     }
 }
 

@@ -28,6 +28,9 @@ use crate::wake;
 /// a quarter second is responsive and still costs nothing measurable).
 const POLL: Duration = Duration::from_millis(250);
 
+/// How long `worker job` spends delivering its alerts when no daemon runs.
+const ALERT_BUDGET: Duration = Duration::from_secs(5);
+
 pub fn run(
     ctx: &Ctx,
     name: &str,
@@ -56,7 +59,11 @@ pub fn run(
         lease,
         exec: Executor::new(Some(crate::exec::self_exe())),
     };
-    runtime.block_on(fg.run(req))
+    runtime.block_on(async {
+        let result = fg.run(req).await;
+        fg.deliver_alerts().await;
+        result
+    })
 }
 
 struct Foreground {
@@ -89,7 +96,7 @@ impl Foreground {
             let (config, owner) = (&self.config, self.lease.id.clone());
             let (claimed, blocked, waiting_on, target_state, next_due) =
                 self.store.write(|tx| {
-                    lifecycle::promote_due(tx, now)?;
+                    lifecycle::promote_due(tx, config, now)?;
                     let chain = lifecycle::chain(tx, target)?;
                     let (claimed, blocked) =
                         lifecycle::claim_these(tx, config, &owner, &chain, now, 1)?;
@@ -199,7 +206,7 @@ impl Foreground {
                 }
             }
         };
-        let report = runner::report_for(&claimed, &finished, spec.timeout);
+        let report = runner::report_for(&claimed, &finished, &spec);
         let state = self.record(&report)?;
         let took = format_duration(finished.duration);
         match state {
@@ -246,10 +253,11 @@ impl Foreground {
     fn abandon(&mut self, target: RunId) -> CliResult {
         let now = chrono::Utc::now();
         let owner = self.lease.id.clone();
+        let config = &self.config;
         self.store.write(|tx| {
-            lifecycle::cancel(tx, target, now)?;
+            lifecycle::cancel(tx, config, target, now)?;
             for id in tx.reserved_by(&owner)? {
-                lifecycle::cancel(tx, id, now)?;
+                lifecycle::cancel(tx, config, id, now)?;
             }
             Ok::<_, StoreError>(())
         })?;
@@ -271,6 +279,44 @@ impl Foreground {
                 r.error.unwrap_or_default()
             ))),
             None => Err(CliError::Failed(format!("run {target} vanished"))),
+        }
+    }
+
+    /// With no daemon running, delivers the alerts this run raised before exiting (a few
+    /// seconds at most; what is left stays in the outbox for the next daemon).
+    async fn deliver_alerts(&mut self) {
+        if crate::datadir::running_daemon(&self.data).is_some() {
+            return;
+        }
+        let pending = self.store.read(|tx| tx.pending_alerts()).unwrap_or(0);
+        if pending == 0 {
+            return;
+        }
+        let store = match Store::open(self.store.path(), crate::store::Durability::Full) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("worker: cannot deliver alerts: {e}");
+                return;
+            }
+        };
+        let config = std::sync::Arc::new(self.config.clone());
+        let clock: std::sync::Arc<dyn crate::clock::Clock> =
+            std::sync::Arc::new(crate::clock::SystemClock);
+        match crate::alert::outbox::Outbox::new(
+            store,
+            &self.lease.id,
+            config.alerts.delivery.timeout,
+            clock,
+        ) {
+            Ok(mut outbox) => {
+                let left = outbox.drain(&config, ALERT_BUDGET).await;
+                if left > 0 {
+                    eprintln!(
+                        "worker: {left} alert(s) not delivered yet: the daemon will retry them"
+                    );
+                }
+            }
+            Err(e) => eprintln!("worker: cannot deliver alerts: {e}"),
         }
     }
 

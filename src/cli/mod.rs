@@ -2,6 +2,7 @@
 //! mapping of failures to exit codes (0 success, 1 the operation failed, 2 bad usage or invalid
 //! configuration).
 
+mod alert;
 mod daemon;
 mod history;
 mod job;
@@ -167,6 +168,19 @@ pub enum Command {
         #[arg(long, value_name = "DUR")]
         finished_before: Option<String>,
     },
+    /// Alert channels (targets masked) and rules, with when each last sent.
+    #[command(name = "alert:list")]
+    AlertList,
+    /// Send a test alert through a channel now: exit 0 if delivered, 1 with the error if not.
+    #[command(name = "alert:test")]
+    AlertTest { channel: String },
+    /// Alerts, newest first: sent, suppressed, failed or pending, with attempts and errors.
+    #[command(name = "alert:history")]
+    AlertHistory {
+        /// How many alerts to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     #[command(name = crate::exec::sentinel::SUBCOMMAND, hide = true)]
     Sentinel,
 }
@@ -283,6 +297,7 @@ pub fn main() -> i32 {
         return crate::exec::sentinel::sentinel_main();
     }
     init_logging(cli.verbose, cli.quiet);
+    crate::alert::deliver::install_crypto();
     let data_dir = cli
         .data_dir
         .clone()
@@ -340,6 +355,9 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
             dlq,
             finished_before,
         } => queue::purge(ctx, dlq, finished_before),
+        Command::AlertList => alert::list(ctx),
+        Command::AlertTest { channel } => alert::test(ctx, &channel),
+        Command::AlertHistory { limit } => alert::history(ctx, limit),
         Command::Sentinel => Ok(()),
     }
 }
@@ -353,13 +371,26 @@ fn init_logging(verbose: u8, quiet: u8) {
         (_, 1) => "warn",
         _ => "error",
     };
-    let filter = std::env::var("WORKER_LOG")
+    let mut filter = std::env::var("WORKER_LOG")
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    // These libraries log protocol exchanges at debug level — an SMTP AUTH line is a password in
+    // base64 — so they never log below info, whatever WORKER_LOG asks.
+    for quiet in [
+        "lettre=info",
+        "reqwest=info",
+        "hyper=info",
+        "hyper_util=info",
+        "rustls=info",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::config::secrets::MaskedStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();

@@ -483,13 +483,18 @@ pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -
     print_runs_or_ids(ctx, &mut store, &ids)
 }
 
+/// The configuration if it is valid, else an empty one: for commands that only need it for
+/// retry policies and alert rules, and must work on a broken configuration too.
+fn lenient_config(ctx: &Ctx) -> Config {
+    Config::load(&ctx.config_dir).unwrap_or_else(|_| Config::empty(&ctx.config_dir))
+}
+
 /// Recovers runs held by processes that died (so cancelling one of them does not wait forever).
-fn recover_dead_owners(ctx: &Ctx, data: &DataDir, store: &mut Store) -> CliResult {
-    let config = Config::load(&ctx.config_dir).unwrap_or_else(|_| Config::empty(&ctx.config_dir));
+fn recover_dead_owners(config: &Config, data: &DataDir, store: &mut Store) -> CliResult {
     let now = chrono::Utc::now();
     for owner in store.read(|tx| tx.owners())? {
         if !data.lease_alive(&owner) {
-            store.write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))?;
+            store.write(|tx| lifecycle::recover(tx, config, &owner, now, fastrand::f64()))?;
         }
     }
     Ok(())
@@ -497,9 +502,10 @@ fn recover_dead_owners(ctx: &Ctx, data: &DataDir, store: &mut Store) -> CliResul
 
 pub fn cancel(ctx: &Ctx, id: RunId) -> CliResult {
     let (data, mut store) = ctx.store()?;
-    recover_dead_owners(ctx, &data, &mut store)?;
+    let config = lenient_config(ctx);
+    recover_dead_owners(&config, &data, &mut store)?;
     let now = chrono::Utc::now();
-    let result = store.write(|tx| lifecycle::cancel(tx, id, now))?;
+    let result = store.write(|tx| lifecycle::cancel(tx, &config, id, now))?;
     wake::notify(&data);
     let (msg, ok) = match result {
         None => return Err(CliError::Failed(format!("run {id} does not exist"))),

@@ -4,19 +4,23 @@
 //! [`Diagnostic`] naming the file, line and column. A configuration with any problem is refused
 //! as a whole, so the daemon never runs half of a broken edit.
 
+pub mod alerts;
 pub mod diag;
 pub mod interp;
 pub mod job;
 pub mod scheduler;
+pub mod secrets;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use alerts::{AlertsConfig, Channel, ChannelKind, Rule};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use job::{Exec, JobDef};
 pub use scheduler::{CatchUp, Overlap, ScheduleDef, Settings};
+pub use secrets::Secrets;
 
 use crate::model::is_valid_name;
 
@@ -29,6 +33,10 @@ pub struct Config {
     pub settings: Settings,
     /// The schedules of `scheduler.yaml`, in file order.
     pub schedules: Vec<ScheduleDef>,
+    /// Channels and rules of `alerts.yaml`.
+    pub alerts: AlertsConfig,
+    /// Values to mask wherever text leaves the process.
+    pub secrets: Secrets,
 }
 
 impl Config {
@@ -44,6 +52,8 @@ impl Config {
     ) -> Result<Config, Diagnostics> {
         let mut diags = Diagnostics::default();
         let config = load_inner(dir, env, &mut diags);
+        // Even a rejected configuration's secrets are secrets: mask them in logs from now on.
+        secrets::publish(&config.secrets);
         diags
             .0
             .sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
@@ -61,6 +71,8 @@ impl Config {
             jobs: BTreeMap::new(),
             settings: Settings::default(),
             schedules: Vec::new(),
+            alerts: AlertsConfig::default(),
+            secrets: Secrets::default(),
         }
     }
 
@@ -182,6 +194,11 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
         };
         let mut ctx = yaml::Ctx::new(display.clone(), &src, env, diags);
         let parsed = job::parse_job(&mut ctx, name, &node, dir);
+        for v in std::mem::take(&mut ctx.from_env) {
+            if v.len() >= secrets::MIN_ENV_SECRET {
+                config.secrets.add(v);
+            }
+        }
         references.extend(
             parsed
                 .depends_on
@@ -204,6 +221,21 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
                     scheduler::parse_schedules(&mut ctx, n, config.settings.timezone, &all_names);
             }
             m.finish(&mut ctx, "scheduler.yaml", scheduler::SCHEDULER_FIELDS);
+        }
+        for v in std::mem::take(&mut ctx.from_env) {
+            if v.len() >= secrets::MIN_ENV_SECRET {
+                config.secrets.add(v);
+            }
+        }
+    }
+
+    // alerts.yaml: every value from the environment is a secret here.
+    let alerts_display = display_path(dir, "alerts.yaml");
+    if let Some((src, node)) = read_yaml(&dir.join("alerts.yaml"), &alerts_display, diags) {
+        let mut ctx = yaml::Ctx::new(alerts_display.clone(), &src, env, diags);
+        config.alerts = alerts::parse_alerts(&mut ctx, &node, &all_names, &mut config.secrets);
+        for v in std::mem::take(&mut ctx.from_env) {
+            config.secrets.add(v);
         }
     }
 

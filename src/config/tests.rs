@@ -27,7 +27,11 @@ fn messages(d: &Diagnostics) -> Vec<String> {
     d.iter()
         .map(|d| {
             let s = d.to_string();
-            match s.find("/jobs/").or_else(|| s.find("/scheduler.yaml")) {
+            match s
+                .find("/jobs/")
+                .or_else(|| s.find("/scheduler.yaml"))
+                .or_else(|| s.find("/alerts.yaml"))
+            {
                 Some(i) => s[i + 1..].to_string(),
                 None => s,
             }
@@ -322,4 +326,102 @@ fn schedule_problems_have_positions() {
         );
     }
     assert_eq!(m.len(), expect.len(), "{}", m.join("\n"));
+}
+
+#[test]
+fn alerts_parse_and_collect_secrets() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/backup.yaml", "run: x\n");
+    write(
+        t.path(),
+        "alerts.yaml",
+        r#"channels:
+  ops-slack:   { type: slack,   webhook_url: "${SLACK}" }
+  ops-email:   { type: email, smtp_url: "smtps://ops:${SMTP_PW}@smtp.example.com", from: "Worker <w@example.com>", to: [a@example.com, b@example.com] }
+rules:
+  - name: failures
+    events: [dead, timeout]
+    jobs: ["back*"]
+    channels: [ops-slack, ops-email]
+    throttle: 15m
+delivery: { attempts: 3, timeout: 5s }
+"#,
+    );
+    let env = |k: &str| match k {
+        "SLACK" => Some("https://hooks.slack.com/services/T00/B00/abcdefghijkl".to_string()),
+        "SMTP_PW" => Some("p%40ss".to_string()),
+        _ => None,
+    };
+    let c = Config::load_with_env(t.path(), &env).unwrap();
+    let a = &c.alerts;
+    assert_eq!(a.channels.len(), 2);
+    assert_eq!(
+        a.channels["ops-slack"].target_masked(),
+        "https://hooks.slack.com/***"
+    );
+    assert_eq!(
+        a.channels["ops-email"].target_masked(),
+        "smtps://ops:***@smtp.example.com:465 from Worker <w@example.com> to a@example.com, b@example.com"
+    );
+    let ChannelKind::Email { smtp, .. } = &a.channels["ops-email"].kind else {
+        panic!()
+    };
+    assert_eq!(smtp.password.as_deref(), Some("p@ss"), "percent-decoded");
+    let r = &a.rules[0];
+    assert_eq!(r.throttle, std::time::Duration::from_secs(900));
+    assert!(r.matches(crate::model::EventKind::Dead, Some("backup")));
+    assert!(!r.matches(crate::model::EventKind::Dead, Some("report")));
+    assert!(!r.matches(crate::model::EventKind::AttemptFailed, Some("backup")));
+    assert_eq!(
+        (a.delivery.attempts, a.delivery.timeout),
+        (3, std::time::Duration::from_secs(5))
+    );
+    let masked = c.secrets.mask(
+        "POST https://hooks.slack.com/services/T00/B00/abcdefghijkl said abcdefghijkl; pw p@ss",
+    );
+    assert_eq!(masked, "POST *** said ***; pw ***");
+}
+
+#[test]
+fn alert_problems_have_positions_and_never_echo_secrets() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/backup.yaml", "run: x\n");
+    write(
+        t.path(),
+        "alerts.yaml",
+        r#"channels:
+  bad-url: { type: slack, webhook_url: "not a url but a s3cret" }
+  pager: { type: pagerduty }
+  mail: { type: email, smtp_url: "ftp://x", from: "nobody", to: [] }
+  miss: { type: discord, webhook_url: "${MISSING_HOOK}" }
+rules:
+  - { name: r1, events: [dead, exploded], channels: [slak] }
+  - { name: r2, events: [dead], jobs: [bakup], channels: [mail] }
+"#,
+    );
+    let m = messages(&load(t.path()).unwrap_err());
+    let expect = [
+        "alerts.yaml:2:40: webhook_url is not an http(s) URL (the value is not shown",
+        "alerts.yaml:3:18: type must be one of slack, discord, email, found `pagerduty`",
+        "alerts.yaml:4:34: smtp_url: scheme `ftp` is not smtp or smtps",
+        "alerts.yaml:4:51: from: `nobody` is not an e-mail address",
+        "alerts.yaml:4:65: to must name at least one address",
+        "alerts.yaml:5:39: webhook_url: environment variable `MISSING_HOOK` is not set",
+        "alerts.yaml:7:32: unknown event `exploded`",
+        "alerts.yaml:7:54: unknown channel `slak`",
+        "alerts.yaml:8:40: jobs: unknown job `bakup` (did you mean `backup`?)",
+    ];
+    for e in expect {
+        assert!(
+            m.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            m.join("\n")
+        );
+    }
+    assert_eq!(m.len(), expect.len(), "{}", m.join("\n"));
+    assert!(
+        m.iter().all(|l| !l.contains("s3cret")),
+        "a secret was echoed:\n{}",
+        m.join("\n")
+    );
 }

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::alert::{self, Event, outbox::Outbox};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::{DAEMON_LEASE, DataDir, Lease, LockError};
@@ -115,6 +116,10 @@ struct Engine {
     last_turn: Option<(Instant, Time)>,
     /// Each enabled schedule's next fire (in the past while a catch-up is pending).
     next_fires: HashMap<String, Time>,
+    /// Tells the outbox task that alerts are waiting.
+    outbox_wake: Arc<Notify>,
+    /// Hands the outbox task each reloaded configuration.
+    config_tx: watch::Sender<Arc<Config>>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -147,8 +152,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         live_since: chrono::DateTime::UNIX_EPOCH,
         last_turn: None,
         next_fires: HashMap::new(),
+        outbox_wake: Arc::new(Notify::new()),
+        config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         _lease: lease,
     };
+    engine.config_tx.send_replace(engine.config.clone());
     engine.recover_all()?;
     engine.prune();
     engine.sync_schedules()?;
@@ -161,14 +169,34 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             None
         }
     };
+    // The outbox delivers alerts on its own connection and task: nothing it waits for (a slow
+    // webhook, a dead SMTP server) can hold up the engine.
+    let (stop_outbox, outbox_stopped) = watch::channel(false);
+    let outbox = Outbox::new(
+        Store::open(&engine.data.db_path(), Durability::Full)?,
+        DAEMON_LEASE,
+        engine.config.alerts.delivery.timeout,
+        engine.clock.clone(),
+    )
+    .map_err(DaemonError::Io)?;
+    let outbox_task = tokio::spawn(outbox.run(
+        engine.config_tx.subscribe(),
+        engine.outbox_wake.clone(),
+        outbox_stopped,
+    ));
     info!(
         jobs = engine.config.jobs.len(),
         schedules = engine.config.schedules.len(),
+        alert_rules = engine.config.alerts.rules.len(),
         concurrency = engine.config.settings.concurrency,
         data_dir = %engine.data.root().display(),
         "worker daemon started"
     );
-    engine.main_loop(listener.as_ref()).await
+    let result = engine.main_loop(listener.as_ref()).await;
+    let _ = stop_outbox.send(true);
+    let _ = outbox_task.await;
+    info!("worker daemon stopped");
+    result
 }
 
 impl Engine {
@@ -269,7 +297,10 @@ impl Engine {
                         self.pending.push(more);
                     }
                 }
-                _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {}
+                _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {
+                    // Another process may have written alerts (a `worker job`, say).
+                    self.outbox_wake.notify_one();
+                }
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = sigterm.recv() => return self.shutdown("SIGTERM", &mut sigterm, &mut sigint).await,
                 _ = sigint.recv() => return self.shutdown("SIGINT", &mut sigterm, &mut sigint).await,
@@ -310,7 +341,7 @@ impl Engine {
             }
             let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
             if accept {
-                lifecycle::promote_due(tx, now)?;
+                lifecycle::promote_due(tx, &config, now)?;
                 (claimed, unknown) = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
             }
             let cancels = if check_cancels {
@@ -318,7 +349,11 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            let next_due = tx.next_due()?;
+            alert::check_deadlines(tx, &config, now)?;
+            let next_due = [tx.next_due()?, tx.next_deadline()?]
+                .into_iter()
+                .flatten()
+                .min();
             Ok::<_, StoreError>(Turn {
                 states,
                 claimed,
@@ -343,6 +378,9 @@ impl Engine {
             }
         };
         schedules::log_fired(&firing.fired, now);
+        if self.store.alerts_written() > 0 {
+            self.outbox_wake.notify_one();
+        }
         for (name, next) in firing.next {
             match next {
                 Some(t) => self.next_fires.insert(name, t),
@@ -408,7 +446,7 @@ impl Engine {
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let finished = exec.run(&spec, stop_rx).await;
-            let report = runner::report_for(&claimed, &finished, spec.timeout);
+            let report = runner::report_for(&claimed, &finished, &spec);
             let _ = tx.send(Done {
                 job,
                 attempt,
@@ -428,19 +466,35 @@ impl Engine {
                     "configuration reloaded"
                 );
                 self.config = Arc::new(config);
+                self.config_tx.send_replace(self.config.clone());
                 self.warned_unknown.clear();
                 if let Err(e) = self.sync_schedules() {
                     error!(error = %e, "cannot update the schedules after a reload");
                 }
             }
             Err(diags) => {
+                let secrets = &self.config.secrets;
                 for d in diags.iter() {
-                    error!("{d}");
+                    error!("{}", secrets.mask(&d.to_string()));
                 }
                 error!(
                     problems = diags.len(),
                     "configuration rejected; still running the previous one"
                 );
+                // Alerted through the rules of the configuration still in force.
+                let now = self.clock.now();
+                let mut e = Event::new(crate::model::EventKind::ConfigError, None, now);
+                e.reason = Some(format!(
+                    "reload rejected ({} problem{}); still running the previous configuration:\n{}",
+                    diags.len(),
+                    if diags.len() == 1 { "" } else { "s" },
+                    diags
+                ));
+                let config = self.config.clone();
+                match self.store.write(|tx| alert::raise(tx, &config, e, now)) {
+                    Ok(()) => self.outbox_wake.notify_one(),
+                    Err(err) => error!(error = %err, "cannot record the config_error alert"),
+                }
             }
         }
     }
@@ -486,7 +540,6 @@ impl Engine {
                 _ = sigint.recv() => { self.stop_all(StopReason::Shutdown); stopped_all = true; }
             }
         }
-        info!("worker daemon stopped");
         Ok(())
     }
 

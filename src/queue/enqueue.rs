@@ -229,6 +229,13 @@ impl Expansion<'_, '_> {
         for d in dep_ids {
             self.tx.insert_dep(id, d)?;
         }
+        if let Some(reason) = error {
+            let mut e =
+                crate::alert::Event::new(crate::model::EventKind::Dead, Some(&job.name), self.now);
+            e.run_id = Some(id);
+            e.reason = Some(reason);
+            crate::alert::raise(self.tx, self.config, e, self.now)?;
+        }
         Ok(id)
     }
 

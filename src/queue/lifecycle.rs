@@ -8,10 +8,11 @@
 use std::collections::{HashMap, HashSet};
 
 use super::enqueue::{self, EnqueueError, Readiness, Request, dependency_failed, readiness};
+use crate::alert::{self, Event};
 use crate::config::Config;
-use crate::model::{Run, RunId, RunState, Time, Trigger};
+use crate::model::{EventKind, Run, RunId, RunState, Time, Trigger};
 use crate::queue::retry::DEFAULT_RETRY_POLICY;
-use crate::store::{QueuedCandidate, Result, StoreError, Tx};
+use crate::store::{QueuedCandidate, Result, RunBrief, StoreError, Tx};
 
 /// A run whose attempt has just been started by the caller's lease.
 #[derive(Debug, Clone)]
@@ -49,11 +50,15 @@ pub struct Report {
     pub seq: u32,
     pub outcome: Outcome,
     pub output_bytes: Option<u64>,
+    /// How long the attempt ran.
+    pub duration_ms: Option<i64>,
+    /// Its last lines of output, for alerts.
+    pub output_tail: Option<String>,
 }
 
 /// Moves runs whose delay or backoff elapsed to `queued` (or `waiting` / `dead`, by their
 /// dependencies). Returns how many changed.
-pub fn promote_due(tx: &Tx<'_>, now: Time) -> Result<usize> {
+pub fn promote_due(tx: &Tx<'_>, config: &Config, now: Time) -> Result<usize> {
     let due = tx.due_runs(now)?;
     for (id, state) in &due {
         match state {
@@ -61,10 +66,7 @@ pub fn promote_due(tx: &Tx<'_>, now: Time) -> Result<usize> {
             _ => match readiness(&tx.dep_states(*id)?) {
                 Readiness::Ready => tx.set_state(*id, RunState::Queued)?,
                 Readiness::Waiting => tx.set_state(*id, RunState::Waiting)?,
-                Readiness::Failed(reason) => {
-                    tx.finish_run(*id, RunState::Dead, now, Some(&reason), None, None)?;
-                    fail_dependents(tx, *id, now)?;
-                }
+                Readiness::Failed(reason) => kill_unstarted(tx, config, *id, &reason, now)?,
             },
         }
     }
@@ -207,7 +209,12 @@ pub fn finish(
                 report.output_bytes,
             )?;
             tx.finish_run(id, RunState::Succeeded, now, None, Some(0), None)?;
-            release_dependents(tx, id, now)?;
+            release_dependents(tx, config, id, now)?;
+            if tx.previous_finished_state(&run.job, id)? == Some(RunState::Dead) {
+                let mut e = attempt_event(EventKind::Recovered, &run, report, now);
+                e.reason = Some("succeeded after the previous run of the job ended dead".into());
+                alert::raise(tx, config, e, now)?;
+            }
             RunState::Succeeded
         }
         Outcome::Failed {
@@ -236,9 +243,19 @@ pub fn finish(
                     *exit_code,
                     *signal,
                 )?;
-                fail_dependents(tx, id, now)?;
-                RunState::Cancelled
-            } else if run.attempt < run.max_attempts {
+                fail_dependents(tx, config, id, now)?;
+                return Ok(RunState::Cancelled);
+            }
+            let mut e = attempt_event(EventKind::AttemptFailed, &run, report, now);
+            e.exit_code = *exit_code;
+            e.signal = *signal;
+            e.reason = Some(error.clone());
+            alert::raise(tx, config, e.clone(), now)?;
+            if *timed_out {
+                e.event = EventKind::Timeout.as_str().into();
+                alert::raise(tx, config, e.clone(), now)?;
+            }
+            if run.attempt < run.max_attempts {
                 let policy = config
                     .job(&run.job)
                     .map(|j| j.retry.clone())
@@ -249,7 +266,9 @@ pub fn finish(
                 RunState::Retrying
             } else {
                 tx.finish_run(id, RunState::Dead, now, Some(error), *exit_code, *signal)?;
-                fail_dependents(tx, id, now)?;
+                e.event = EventKind::Dead.as_str().into();
+                alert::raise(tx, config, e, now)?;
+                fail_dependents(tx, config, id, now)?;
                 RunState::Dead
             }
         }
@@ -272,7 +291,7 @@ pub fn finish(
                 *exit_code,
                 *signal,
             )?;
-            fail_dependents(tx, id, now)?;
+            fail_dependents(tx, config, id, now)?;
             RunState::Cancelled
         }
         Outcome::Interrupted => {
@@ -296,7 +315,7 @@ pub fn finish(
 
 /// Waiting dependents of a run that just succeeded become queued once all their dependencies
 /// have succeeded.
-fn release_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
+fn release_dependents(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<()> {
     for (dependent, state) in tx.dependents(id)? {
         if state != RunState::Waiting {
             continue;
@@ -304,18 +323,47 @@ fn release_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
         match readiness(&tx.dep_states(dependent)?) {
             Readiness::Ready => tx.set_state(dependent, RunState::Queued)?,
             Readiness::Waiting => {}
-            Readiness::Failed(reason) => {
-                tx.finish_run(dependent, RunState::Dead, now, Some(&reason), None, None)?;
-                fail_dependents(tx, dependent, now)?;
-            }
+            Readiness::Failed(reason) => kill_unstarted(tx, config, dependent, &reason, now)?,
         }
     }
     Ok(())
 }
 
+/// A run that never started dies with `reason`: recorded, alerted (`dead`), and its dependents
+/// fail in turn.
+pub fn kill_unstarted(
+    tx: &Tx<'_>,
+    config: &Config,
+    id: RunId,
+    reason: &str,
+    now: Time,
+) -> Result<()> {
+    tx.finish_run(id, RunState::Dead, now, Some(reason), None, None)?;
+    if let Some(b) = tx.brief(id)? {
+        let mut e = Event::new(EventKind::Dead, Some(&b.job), now);
+        e.run_id = Some(id);
+        e.max_attempts = Some(b.max_attempts);
+        e.attempt = (b.attempt > 0).then_some(b.attempt);
+        e.reason = Some(reason.to_string());
+        alert::raise(tx, config, e, now)?;
+    }
+    fail_dependents(tx, config, id, now)
+}
+
+/// The event about an attempt of `run` (exit code, signal and reason are the caller's).
+fn attempt_event(kind: EventKind, run: &RunBrief, report: &Report, now: Time) -> Event {
+    let mut e = Event::new(kind, Some(&run.job), now);
+    e.run_id = Some(run.id);
+    e.attempt = Some(run.attempt);
+    e.max_attempts = Some(run.max_attempts);
+    e.duration_ms = report.duration_ms;
+    e.output = report.output_tail.clone();
+    e
+}
+
 /// Every unfinished run that (transitively) depends on `id` dies, each naming the run it
 /// depended on.
-pub fn fail_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
+pub fn fail_dependents(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<()> {
     let mut stack = vec![id];
     let mut seen = HashSet::new();
     while let Some(failed) = stack.pop() {
@@ -327,14 +375,14 @@ pub fn fail_dependents(tx: &Tx<'_>, id: RunId, now: Time) -> Result<()> {
             if state.is_final() || state == RunState::Running {
                 continue;
             }
-            tx.finish_run(
-                dependent,
-                RunState::Dead,
-                now,
-                Some(&dependency_failed(&job, failed)),
-                None,
-                None,
-            )?;
+            let reason = dependency_failed(&job, failed);
+            tx.finish_run(dependent, RunState::Dead, now, Some(&reason), None, None)?;
+            if let Some(b) = tx.brief(dependent)? {
+                let mut e = Event::new(EventKind::Dead, Some(&b.job), now);
+                e.run_id = Some(dependent);
+                e.reason = Some(reason);
+                alert::raise(tx, config, e, now)?;
+            }
             stack.push(dependent);
         }
     }
@@ -353,7 +401,7 @@ pub enum CancelResult {
 }
 
 /// Cancels run `id` (see [`CancelResult`]). `None` when the run does not exist.
-pub fn cancel(tx: &Tx<'_>, id: RunId, now: Time) -> Result<Option<CancelResult>> {
+pub fn cancel(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<Option<CancelResult>> {
     let Some(run) = tx.brief(id)? else {
         return Ok(None);
     };
@@ -365,7 +413,7 @@ pub fn cancel(tx: &Tx<'_>, id: RunId, now: Time) -> Result<Option<CancelResult>>
         }
         _ => {
             tx.finish_run(id, RunState::Cancelled, now, Some("cancelled"), None, None)?;
-            fail_dependents(tx, id, now)?;
+            fail_dependents(tx, config, id, now)?;
             CancelResult::Cancelled
         }
     }))
@@ -408,21 +456,33 @@ pub fn recover(
                 None,
                 None,
             )?;
-            fail_dependents(tx, run.id, now)?;
+            fail_dependents(tx, config, run.id, now)?;
             RunState::Cancelled
-        } else if run.attempt < run.max_attempts {
-            let policy = config
-                .job(&run.job)
-                .map(|j| j.retry.clone())
-                .unwrap_or(DEFAULT_RETRY_POLICY);
-            let due = now
-                + chrono::Duration::from_std(policy.delay(run.attempt, unit)).unwrap_or_default();
-            tx.set_retrying(run.id, due, "interrupted", None, None)?;
-            RunState::Retrying
         } else {
-            tx.finish_run(run.id, RunState::Dead, now, Some("interrupted"), None, None)?;
-            fail_dependents(tx, run.id, now)?;
-            RunState::Dead
+            let mut e = Event::new(EventKind::AttemptFailed, Some(&run.job), now);
+            e.run_id = Some(run.id);
+            e.attempt = Some(run.attempt);
+            e.max_attempts = Some(run.max_attempts);
+            e.reason = Some("interrupted: its worker process died".into());
+            alert::raise(tx, config, e.clone(), now)?;
+            if run.attempt < run.max_attempts {
+                let policy = config
+                    .job(&run.job)
+                    .map(|j| j.retry.clone())
+                    .unwrap_or(DEFAULT_RETRY_POLICY);
+                let due = now
+                    + chrono::Duration::from_std(policy.delay(run.attempt, unit))
+                        .unwrap_or_default();
+                tx.set_retrying(run.id, due, "interrupted", None, None)?;
+                RunState::Retrying
+            } else {
+                tx.finish_run(run.id, RunState::Dead, now, Some("interrupted"), None, None)?;
+                e.event = EventKind::Dead.as_str().into();
+                e.reason = Some("interrupted".into());
+                alert::raise(tx, config, e, now)?;
+                fail_dependents(tx, config, run.id, now)?;
+                RunState::Dead
+            }
         };
         out.push((run.id, state));
     }

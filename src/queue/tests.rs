@@ -64,15 +64,17 @@ impl World {
             seq,
             outcome,
             output_bytes: Some(0),
+            duration_ms: Some(5),
+            output_tail: None,
         };
         self.store
             .write(|tx| lifecycle::finish(tx, config, &report, now, 0.5))
             .unwrap()
     }
     fn promote(&mut self) -> usize {
-        let now = self.now;
+        let (config, now) = (&self.config, self.now);
         self.store
-            .write(|tx| lifecycle::promote_due(tx, now))
+            .write(|tx| lifecycle::promote_due(tx, config, now))
             .unwrap()
     }
     fn state(&mut self, id: RunId) -> RunState {
@@ -410,10 +412,13 @@ fn cancelling() {
     let b = w.add_job("b");
     let a = b - 1;
     let now = w.now;
+    let config = w.config.clone();
     // Cancelling a running run only asks its owner.
     let c = w.claim("daemon", 10);
     assert_eq!(
-        w.store.write(|tx| lifecycle::cancel(tx, a, now)).unwrap(),
+        w.store
+            .write(|tx| lifecycle::cancel(tx, &config, a, now))
+            .unwrap(),
         Some(CancelResult::Stopping)
     );
     assert_eq!(
@@ -427,16 +432,22 @@ fn cancelling() {
     );
     assert_eq!(w.state(b), RunState::Dead);
     assert_eq!(
-        w.store.write(|tx| lifecycle::cancel(tx, a, now)).unwrap(),
+        w.store
+            .write(|tx| lifecycle::cancel(tx, &config, a, now))
+            .unwrap(),
         Some(CancelResult::AlreadyFinished(RunState::Cancelled))
     );
     assert_eq!(
-        w.store.write(|tx| lifecycle::cancel(tx, 999, now)).unwrap(),
+        w.store
+            .write(|tx| lifecycle::cancel(tx, &config, 999, now))
+            .unwrap(),
         None
     );
     let q = w.add_job("a");
     assert_eq!(
-        w.store.write(|tx| lifecycle::cancel(tx, q, now)).unwrap(),
+        w.store
+            .write(|tx| lifecycle::cancel(tx, &config, q, now))
+            .unwrap(),
         Some(CancelResult::Cancelled)
     );
     assert_eq!(w.state(q), RunState::Cancelled);

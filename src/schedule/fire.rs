@@ -181,6 +181,7 @@ pub fn pass(
             );
             record(
                 tx,
+                config,
                 sched,
                 first,
                 Fate::Dropped {
@@ -197,7 +198,7 @@ pub fn pass(
         events.sort_by_key(|(t, _)| *t);
         for (t, missed_reason) in events {
             match missed_reason {
-                Some(reason) => record(tx, sched, t, Fate::Missed(reason), now, &mut out)?,
+                Some(reason) => record(tx, config, sched, t, Fate::Missed(reason), now, &mut out)?,
                 None => fire(tx, config, sched, t, now, &mut out)?,
             }
         }
@@ -217,6 +218,7 @@ pub fn pass(
         );
         record(
             tx,
+            config,
             sched,
             first,
             Fate::Dropped { count, reason },
@@ -245,7 +247,7 @@ fn fire(
     }
     let active = tx.active_runs(&sched.job)?;
     if let Err(reason) = overlap_decision(sched.overlap, &sched.job, &active) {
-        return record(tx, sched, at, Fate::Missed(reason), now, out);
+        return record(tx, config, sched, at, Fate::Missed(reason), now, out);
     }
     let mut req = Request::new(sched.job.clone(), Trigger::Schedule);
     req.env = sched.env.clone();
@@ -257,11 +259,14 @@ fn fire(
         // recorded as missed rather than lost silently.
         Err(other) => Fate::Missed(format!("cannot enqueue: {other}")),
     };
-    record(tx, sched, at, fate, now, out)
+    record(tx, config, sched, at, fate, now, out)
 }
 
+/// Records a fire (once) and what follows from it: a `missed` alert for a fire not run, and the
+/// deadline by which its run must have succeeded (`late`).
 fn record(
     tx: &Tx<'_>,
+    config: &Config,
     sched: &ScheduleDef,
     at: Time,
     fate: Fate,
@@ -283,6 +288,24 @@ fn record(
         count,
         now,
     )? {
+        if let (Some(d), Fate::Enqueued(_) | Fate::Missed(_)) = (sched.deadline, &fate) {
+            tx.set_deadline(
+                &sched.name,
+                at,
+                at + chrono::Duration::from_std(d).unwrap_or_default(),
+            )?;
+        }
+        if let Fate::Missed(reason) | Fate::Dropped { reason, .. } = &fate {
+            let mut e =
+                crate::alert::Event::new(crate::model::EventKind::Missed, Some(&sched.job), now);
+            e.schedule = Some(sched.name.clone());
+            e.fire_at = Some(at);
+            e.reason = Some(match &fate {
+                Fate::Dropped { count, .. } => format!("{count} fires dropped: {reason}"),
+                _ => reason.clone(),
+            });
+            crate::alert::raise(tx, config, e, now)?;
+        }
         out.push(Fired {
             schedule: sched.name.clone(),
             job: sched.job.clone(),

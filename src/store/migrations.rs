@@ -82,4 +82,38 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX fires_recorded ON fires(recorded_at);
     CREATE INDEX runs_schedule ON runs(schedule, scheduled_at) WHERE schedule IS NOT NULL;
     "#,
+    // 3: alerts — the outbox, throttle windows, and the deadline of each fire (`late`).
+    r#"
+    CREATE TABLE alerts (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule            TEXT    NOT NULL,
+        channel         TEXT    NOT NULL,
+        job             TEXT,
+        event           TEXT    NOT NULL,
+        run_id          INTEGER,
+        status          TEXT    NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        error           TEXT,
+        payload         TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        finished_at     INTEGER,
+        lease           TEXT,
+        lease_until     INTEGER
+    );
+    CREATE INDEX alerts_pending ON alerts(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX alerts_created ON alerts(created_at);
+
+    CREATE TABLE throttles (
+        rule       TEXT    NOT NULL,
+        job        TEXT    NOT NULL,
+        window_end INTEGER NOT NULL,
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        kinds      TEXT    NOT NULL DEFAULT '{}',
+        PRIMARY KEY (rule, job)
+    ) WITHOUT ROWID;
+
+    ALTER TABLE fires ADD COLUMN deadline_at INTEGER;
+    CREATE INDEX fires_deadline ON fires(deadline_at) WHERE deadline_at IS NOT NULL;
+    "#,
 ];

@@ -8,15 +8,18 @@
 //! database is the arbiter of every claim, and a write transaction that returned has been made
 //! durable (`synchronous = FULL` by default).
 
+mod alerts;
 mod migrations;
 mod runs;
 mod schedules;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
 pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter};
 pub use schedules::FireRecord;
 
@@ -62,6 +65,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Pending alerts written by the last committed write transaction (so the daemon wakes its
+    /// outbox only when there is something to deliver).
+    alerts_written: u32,
 }
 
 impl Store {
@@ -92,6 +98,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            alerts_written: 0,
         };
         store.migrate()?;
         Ok(store)
@@ -135,10 +142,20 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let wrapped = Tx { tx };
+        let wrapped = Tx {
+            tx,
+            alerts: Cell::new(0),
+        };
         let out = f(&wrapped)?;
+        let alerts = wrapped.alerts.get();
         wrapped.tx.commit().map_err(StoreError::from)?;
+        self.alerts_written = alerts;
         Ok(out)
+    }
+
+    /// How many pending alerts the last committed write transaction added.
+    pub fn alerts_written(&self) -> u32 {
+        self.alerts_written
     }
 
     /// Runs `f` in a read transaction: one consistent snapshot.
@@ -150,7 +167,10 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(StoreError::from)?;
-        let wrapped = Tx { tx };
+        let wrapped = Tx {
+            tx,
+            alerts: Cell::new(0),
+        };
         let out = f(&wrapped)?;
         wrapped.tx.finish().map_err(StoreError::from)?;
         Ok(out)
@@ -168,6 +188,8 @@ impl Store {
 /// An open transaction and the typed operations on it.
 pub struct Tx<'c> {
     tx: rusqlite::Transaction<'c>,
+    /// Pending alerts inserted so far.
+    alerts: Cell<u32>,
 }
 
 /// Milliseconds since the Unix epoch, as stored.

@@ -23,6 +23,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub data: PathBuf,
+    /// Environment given to every `worker` process (secrets for `${VAR}`, say).
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Env {
@@ -34,7 +36,12 @@ impl Env {
         let config = dir.path().join("conf");
         let data = dir.path().join("data");
         fs::create_dir_all(config.join("jobs")).unwrap();
-        Env { dir, config, data }
+        Env {
+            dir,
+            config,
+            data,
+            env: Default::default(),
+        }
     }
 
     /// Writes `jobs/NAME.yaml`.
@@ -63,7 +70,15 @@ impl Env {
             .env_remove("WORKER_CONFIG")
             .env_remove("WORKER_DATA_DIR");
         c.env("NO_COLOR", "1");
+        for (k, v) in self.env.borrow().iter() {
+            c.env(k, v);
+        }
         c
+    }
+
+    /// Sets a variable for every later `worker` process.
+    pub fn set_env(&self, k: &str, v: &str) {
+        self.env.borrow_mut().push((k.to_string(), v.to_string()));
     }
 
     /// Runs `worker ARGS` to completion.

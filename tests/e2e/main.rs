@@ -4,6 +4,8 @@
 //! All waits are polls with generous deadlines (the suite must pass on a loaded 2-core machine);
 //! nothing asserts on how fast something happened — speed is the benchmark harness's business.
 
+mod alerts;
 mod common;
+mod peers;
 mod schedules;
 mod spine;
