@@ -311,10 +311,12 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             match &e {
-                CliError::Usage(m) | CliError::Failed(m) => eprintln!("error: {m}"),
+                CliError::Usage(m) | CliError::Failed(m) => {
+                    eprintln!("error: {}", crate::config::secrets::mask_published(m))
+                }
                 CliError::Config(d) => {
                     for p in d.iter() {
-                        eprintln!("{p}");
+                        eprintln!("{}", crate::config::secrets::mask_published(&p.to_string()));
                     }
                     eprintln!(
                         "error: invalid configuration ({} problem{})",

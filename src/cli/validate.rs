@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
         Err(diags) if ctx.json => {
             let problems: Vec<_> = diags
                 .iter()
-                .map(|d| json!({"file": d.file, "line": d.line, "column": d.col, "message": d.message}))
+                .map(|d| json!({"file": d.file, "line": d.line, "column": d.col, "message": crate::config::secrets::mask_published(&d.message)}))
                 .collect();
             print_json(&json!(problems));
             Err(CliError::Exit(2))

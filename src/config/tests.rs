@@ -425,3 +425,24 @@ rules:
         m.join("\n")
     );
 }
+
+#[test]
+fn values_from_the_environment_are_masked_in_diagnostics_once_published() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "jobs/x.yaml",
+        "run: x\ntimeout: \"${TIMEOUT_SECRET}\"\n",
+    );
+    let env = |k: &str| (k == "TIMEOUT_SECRET").then(|| "hunter2hunter2".to_string());
+    let d = Config::load_with_env(t.path(), &env).unwrap_err();
+    let printed = secrets::mask_published(&d.to_string());
+    assert!(
+        d.to_string().contains("hunter2hunter2"),
+        "the raw diagnostic names the value"
+    );
+    assert!(
+        !printed.contains("hunter2hunter2") && printed.contains("`***` is not a duration"),
+        "{printed}"
+    );
+}
