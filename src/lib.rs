@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod datadir;
 pub mod exec;
+pub mod logging;
 pub mod model;
 pub mod queue;
 pub mod runner;

@@ -70,7 +70,7 @@ fn absolute(p: &Path) -> String {
 pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report {
     let timeout = spec.timeout;
     let outcome = match finished.stopped {
-        Some(StopReason::Shutdown) => Outcome::Interrupted,
+        Some(StopReason::Shutdown | StopReason::Kill) => Outcome::Interrupted,
         Some(StopReason::Cancel) => Outcome::Cancelled {
             exit_code: exit_code(&finished.exit),
             signal: signal(&finished.exit),

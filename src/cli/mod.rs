@@ -11,6 +11,7 @@ mod logs;
 mod output;
 mod queue;
 mod schedules;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -22,11 +23,19 @@ use crate::datadir::DataDir;
 use crate::model::{Priority, RunId};
 use crate::store::{Durability, Store};
 
+/// `0.1.0 (abc123def456)`: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WORKER_GIT_COMMIT"),
+    ")"
+);
+
 /// worker: run jobs on schedules and from a durable queue, with retries, dependencies and alerts.
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -59,6 +68,16 @@ pub struct Cli {
     /// Less log output (-q warnings, -qq errors only).
     #[arg(short = 'q', long = "quiet", global = true, action = ArgAction::Count)]
     pub quiet: u8,
+    /// Log line format: auto (journal under systemd, human otherwise), human, journal or json.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WORKER_LOG_FORMAT",
+        default_value = "auto",
+        value_name = "FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -181,6 +200,16 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Is the daemon running and healthy: pid, uptime, counts, next fires, last failures.
+    /// Exit 0 when healthy, 1 otherwise (a health check).
+    Status,
+    /// Print a shell completion script (e.g. `worker completions bash > /etc/bash_completion.d/worker`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `worker man > /usr/local/share/man/man1/worker.1`.
+    Man,
     #[command(name = crate::exec::sentinel::SUBCOMMAND, hide = true)]
     Sentinel,
 }
@@ -296,7 +325,16 @@ pub fn main() -> i32 {
     if matches!(cli.command, Command::Sentinel) {
         return crate::exec::sentinel::sentinel_main();
     }
-    init_logging(cli.verbose, cli.quiet);
+    if !matches!(cli.command, Command::Daemon | Command::Job { .. }) {
+        // A listing piped into `head` should end quietly, as Unix tools do, rather than fail on
+        // a closed stdout. The daemon and `worker job` keep SIGPIPE ignored: they write to pipes
+        // whose reader may go away and must carry on.
+        // SAFETY: restoring a signal's default disposition installs no handler code.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
     crate::alert::deliver::install_crypto();
     let data_dir = cli
         .data_dir
@@ -360,12 +398,24 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::AlertList => alert::list(ctx),
         Command::AlertTest { channel } => alert::test(ctx, &channel),
         Command::AlertHistory { limit } => alert::history(ctx, limit),
+        Command::Status => status::run(ctx),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "worker", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::Failed(format!("cannot write the manual page: {e}")))
+        }
         Command::Sentinel => Ok(()),
     }
 }
 
 /// Logs go to stderr. `WORKER_LOG` (a tracing filter) wins over `-v`/`-q`.
-fn init_logging(verbose: u8, quiet: u8) {
+fn init_logging(verbose: u8, quiet: u8, format: crate::logging::LogFormat) {
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (v, 0) if v >= 2 => "trace",
@@ -373,27 +423,5 @@ fn init_logging(verbose: u8, quiet: u8) {
         (_, 1) => "warn",
         _ => "error",
     };
-    let mut filter = std::env::var("WORKER_LOG")
-        .ok()
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
-    // These libraries log protocol exchanges at debug level — an SMTP AUTH line is a password in
-    // base64 — so they never log below info, whatever WORKER_LOG asks.
-    for quiet in [
-        "lettre=info",
-        "reqwest=info",
-        "hyper=info",
-        "hyper_util=info",
-        "rustls=info",
-    ] {
-        if let Ok(d) = quiet.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(crate::config::secrets::MaskedStderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .try_init();
+    crate::logging::init(level, format);
 }

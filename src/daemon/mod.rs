@@ -11,6 +11,7 @@
 //! Architecture invariant: nothing on this loop blocks on the network or on a child process.
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
+mod notify;
 mod schedules;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ use crate::wake;
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How often finished history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long a graceful stop spends delivering pending alerts.
+const ALERT_FLUSH: Duration = Duration::from_secs(10);
 /// Wake-up interval when the wake socket could not be bound.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
@@ -120,6 +123,8 @@ struct Engine {
     outbox_wake: Arc<Notify>,
     /// Hands the outbox task each reloaded configuration.
     config_tx: watch::Sender<Arc<Config>>,
+    /// systemd: readiness, status, watchdog.
+    notifier: notify::Notifier,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -153,6 +158,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         last_turn: None,
         next_fires: HashMap::new(),
         outbox_wake: Arc::new(Notify::new()),
+        notifier: notify::Notifier::from_env(),
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         _lease: lease,
     };
@@ -192,11 +198,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         data_dir = %engine.data.root().display(),
         "worker daemon started"
     );
+    engine.heartbeat();
+    engine.notifier.ready();
+    engine.update_status(true);
     let result = engine.main_loop(listener.as_ref()).await;
     let _ = stop_outbox.send(true);
     let _ = outbox_task.await;
+    if let Ok(false) = result {
+        engine.flush_alerts().await;
+    }
     info!("worker daemon stopped");
-    result
+    result.map(|_| ())
 }
 
 impl Engine {
@@ -256,7 +268,8 @@ impl Engine {
         }
     }
 
-    async fn main_loop(&mut self, listener: Option<&wake::Listener>) -> Result<(), DaemonError> {
+    /// Runs until a signal stops it; returns whether the stop was forced (a second signal).
+    async fn main_loop(&mut self, listener: Option<&wake::Listener>) -> Result<bool, DaemonError> {
         let mut sigterm =
             signal(SignalKind::terminate()).map_err(|e| DaemonError::Io(e.to_string()))?;
         let mut sigint =
@@ -273,6 +286,7 @@ impl Engine {
                     continue;
                 }
             };
+            self.notifier.alive();
             if !self.pending.is_empty() {
                 continue;
             }
@@ -282,8 +296,13 @@ impl Engine {
                     error!(error = %e, "cannot check for runs of dead processes");
                 }
                 self.prune();
+                self.heartbeat();
             }
+            self.update_status(false);
             let mut sleep_for = HOUSEKEEPING.saturating_sub(last_housekeeping.elapsed());
+            if let Some(max) = self.notifier.max_sleep() {
+                sleep_for = sleep_for.min(max);
+            }
             if let Some(due) = next_due {
                 sleep_for = sleep_for.min(until(self.clock.now(), due));
             }
@@ -304,7 +323,12 @@ impl Engine {
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = sigterm.recv() => return self.shutdown("SIGTERM", &mut sigterm, &mut sigint).await,
                 _ = sigint.recv() => return self.shutdown("SIGINT", &mut sigterm, &mut sigint).await,
-                _ = sighup.recv() => self.reload(),
+                _ = sighup.recv() => {
+                    self.notifier.reloading();
+                    self.reload();
+                    self.notifier.ready();
+                    self.update_status(true);
+                }
             }
         }
     }
@@ -444,16 +468,21 @@ impl Engine {
         );
         let exec = self.exec.clone();
         let tx = self.done_tx.clone();
-        tokio::spawn(async move {
-            let finished = exec.run(&spec, stop_rx).await;
-            let report = runner::report_for(&claimed, &finished, &spec);
-            let _ = tx.send(Done {
-                job,
-                attempt,
-                report,
-                duration: finished.duration,
-            });
-        });
+        // Whatever is logged while the attempt runs names its job and run.
+        let span = tracing::info_span!("run", job = %job, run, attempt);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let finished = exec.run(&spec, stop_rx).await;
+                let report = runner::report_for(&claimed, &finished, &spec);
+                let _ = tx.send(Done {
+                    job,
+                    attempt,
+                    report,
+                    duration: finished.duration,
+                });
+            },
+            span,
+        ));
     }
 
     /// SIGHUP: load the configuration again; keep the old one if the new one is invalid.
@@ -501,13 +530,17 @@ impl Engine {
 
     /// Graceful stop: start nothing new, let running attempts finish within `shutdown_timeout`,
     /// then stop their process groups and re-queue them (attempt not counted).
+    /// A second SIGTERM/SIGINT stops at once: process groups get SIGKILL, their runs are
+    /// re-queued, and the alert flush is skipped. Returns whether that happened.
     async fn shutdown(
         &mut self,
         why: &str,
         sigterm: &mut tokio::signal::unix::Signal,
         sigint: &mut tokio::signal::unix::Signal,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<bool, DaemonError> {
         self.stopping = true;
+        self.notifier.stopping();
+        let mut forced = false;
         let budget = self.config.settings.shutdown_timeout;
         info!(
             signal = why,
@@ -536,11 +569,87 @@ impl Engine {
                     self.stop_all(StopReason::Shutdown);
                     stopped_all = true;
                 }
-                _ = sigterm.recv() => { self.stop_all(StopReason::Shutdown); stopped_all = true; }
-                _ = sigint.recv() => { self.stop_all(StopReason::Shutdown); stopped_all = true; }
+                _ = sigterm.recv() => { self.force_stop(); stopped_all = true; forced = true; }
+                _ = sigint.recv() => { self.force_stop(); stopped_all = true; forced = true; }
             }
+            self.notifier.alive();
         }
-        Ok(())
+        Ok(forced)
+    }
+
+    fn force_stop(&self) {
+        warn!(
+            running = self.running.len(),
+            "second signal: killing running attempts now (they will be re-queued)"
+        );
+        self.stop_all(StopReason::Kill);
+    }
+
+    /// Delivers pending alerts for as long as [`ALERT_FLUSH`] allows, before exiting.
+    async fn flush_alerts(&mut self) {
+        let pending = self.store.read(|tx| tx.pending_alerts()).unwrap_or(0);
+        if pending == 0 {
+            return;
+        }
+        info!(pending, "delivering pending alerts before exiting");
+        let store = match Store::open(&self.data.db_path(), Durability::Full) {
+            Ok(s) => s,
+            Err(e) => return error!(error = %e, "cannot flush alerts"),
+        };
+        match Outbox::new(
+            store,
+            DAEMON_LEASE,
+            self.config.alerts.delivery.timeout,
+            self.clock.clone(),
+        ) {
+            Ok(mut outbox) => {
+                let left = outbox.drain(&self.config, ALERT_FLUSH).await;
+                if left > 0 {
+                    warn!(
+                        left,
+                        "alerts not delivered yet: they stay in the outbox for the next start"
+                    );
+                }
+            }
+            Err(e) => error!(error = %e, "cannot flush alerts"),
+        }
+    }
+
+    /// Records that the engine is alive (for `worker status`).
+    fn heartbeat(&mut self) {
+        let now = self.clock.now();
+        if let Err(e) = self
+            .store
+            .write(|tx| tx.set_meta("heartbeat", &now.to_rfc3339()))
+        {
+            error!(error = %e, "cannot record the heartbeat");
+        }
+    }
+
+    /// Sends systemd a short live summary (when enabled, at most every few seconds).
+    fn update_status(&mut self, force: bool) {
+        if !self.notifier.enabled() || (!force && !self.notifier.status_due()) {
+            return;
+        }
+        let counts = match self.store.read(|tx| tx.status_counts()) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let next = self
+            .next_fires
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(n, t)| {
+                format!(
+                    "; next fire {n} at {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        self.notifier.status(format!(
+            "{} running, {} queued, {} waiting, {} dead{next}",
+            counts.running, counts.queued, counts.waiting, counts.dead
+        ));
     }
 
     fn stop_all(&self, reason: StopReason) {

@@ -64,7 +64,10 @@ pub struct Spec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     Cancel,
+    /// A graceful shutdown ran out of time: SIGTERM, then SIGKILL after the grace.
     Shutdown,
+    /// Stop now (a second shutdown signal): SIGKILL at once.
+    Kill,
 }
 
 /// How the process ended.
@@ -179,14 +182,21 @@ impl Executor {
                 changed = stop.changed(), if stop_open => {
                     match changed {
                         Ok(()) => {
-                            if let Some(reason) = *stop.borrow_and_update()
-                                && stopped.is_none() {
+                            match *stop.borrow_and_update() {
+                                // Even after a graceful stop began: no more grace.
+                                Some(StopReason::Kill) => {
+                                    let _ = killpg(pgid, Signal::SIGKILL);
+                                    stopped.get_or_insert(StopReason::Kill);
+                                }
+                                Some(reason) if stopped.is_none() => {
                                     stopped = Some(reason);
                                     let _ = killpg(pgid, Signal::SIGTERM);
                                     if kill_at.is_none() {
                                         kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
                                     }
                                 }
+                                _ => {}
+                            }
                         }
                         Err(_) => stop_open = false,
                     }

@@ -116,4 +116,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE fires ADD COLUMN deadline_at INTEGER;
     CREATE INDEX fires_deadline ON fires(deadline_at) WHERE deadline_at IS NOT NULL;
     "#,
+    // 4: small facts about the data directory (the daemon's heartbeat).
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];

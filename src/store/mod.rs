@@ -20,7 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
-pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter};
+pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
 pub use schedules::FireRecord;
 
 /// How hard SQLite works to keep a committed transaction across a power loss.

@@ -62,6 +62,17 @@ pub struct RunFilter {
     pub limit: Option<u32>,
 }
 
+/// Counts for a one-line status, each from an index (cheap with millions of finished runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusCounts {
+    pub running: u64,
+    pub queued: u64,
+    /// Delayed, waiting or retrying.
+    pub waiting: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
 /// Per-job outcome statistics over finished runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobStats {
@@ -696,5 +707,39 @@ impl Tx<'_> {
             out.insert(job, (state_of(&st)?, time(t)?));
         }
         Ok(out)
+    }
+
+    /// Counts for a one-line status.
+    pub fn status_counts(&self) -> Result<StatusCounts> {
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self
+                .tx
+                .prepare_cached(sql)?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(StatusCounts {
+            running: count("SELECT count(*) FROM runs WHERE state = 'running'")?,
+            queued: count("SELECT count(*) FROM runs WHERE state = 'queued'")?,
+            waiting: count(
+                "SELECT count(*) FROM runs WHERE state IN ('delayed', 'waiting', 'retrying')",
+            )?,
+            dead: count("SELECT count(*) FROM runs WHERE state = 'dead' AND retried_by IS NULL")?,
+        })
+    }
+
+    /// A stored fact (see the `meta` table).
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+            .execute(params![key, value])?;
+        Ok(())
     }
 }

@@ -8,4 +8,5 @@ mod alerts;
 mod common;
 mod peers;
 mod schedules;
+mod service;
 mod spine;

@@ -1,0 +1,171 @@
+//! `worker status`: is the daemon alive, and what state is everything in. Exit 0 when healthy,
+//! 1 otherwise, so it serves as a health check.
+
+use serde_json::{Value, json};
+
+use super::output::{local, opt_local, print_json, print_table, rfc3339, run_json, table};
+use super::schedules::in_zone;
+use super::{CliError, CliResult, Ctx};
+use crate::config::Config;
+use crate::datadir::running_daemon;
+use crate::store::{RunFilter, StoreError};
+use crate::units::format_duration;
+
+/// The daemon records a heartbeat every minute; older than this, it is presumed stuck.
+const STALE: chrono::TimeDelta = chrono::TimeDelta::seconds(180);
+
+pub fn run(ctx: &Ctx) -> CliResult {
+    let data = ctx.data()?;
+    let daemon = running_daemon(&data);
+    let (_, mut store) = ctx.store()?;
+    let (counts, heartbeat, dead, failures) = store.read(|tx| {
+        Ok::<_, StoreError>((
+            tx.state_counts()?,
+            tx.meta("heartbeat")?,
+            tx.list_runs(&RunFilter {
+                dlq: true,
+                limit: Some(5),
+                ..Default::default()
+            })?,
+            tx.alerts(5, Some("failed"))?,
+        ))
+    })?;
+    let now = chrono::Utc::now();
+    let mut problems: Vec<String> = Vec::new();
+    let config = match Config::load(&ctx.config_dir) {
+        Ok(c) => Some(c),
+        Err(d) => {
+            problems.push(format!(
+                "the configuration has {} problem(s): run `worker validate`",
+                d.len()
+            ));
+            None
+        }
+    };
+    let heartbeat = heartbeat
+        .and_then(|h| chrono::DateTime::parse_from_rfc3339(&h).ok())
+        .map(|t| t.to_utc());
+    let started = daemon
+        .as_ref()
+        .and_then(|(_, s, _)| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.to_utc());
+    match &daemon {
+        None => problems.push(format!(
+            "no worker daemon is running on {}",
+            data.root().display()
+        )),
+        Some(_) => match heartbeat {
+            Some(h) if now - h > STALE => problems.push(format!(
+                "the daemon's last heartbeat was {} ago: it may be stuck",
+                format_duration((now - h).to_std().unwrap_or_default())
+            )),
+            None => problems.push("the daemon has recorded no heartbeat yet".into()),
+            _ => {}
+        },
+    }
+    let mut next: Vec<(String, String, chrono::DateTime<chrono::Utc>, String)> = config
+        .iter()
+        .flat_map(|c| c.schedules.iter())
+        .filter(|s| s.enabled)
+        .filter_map(|s| {
+            s.cron
+                .next_after(s.timezone, now)
+                .map(|t| (s.name.clone(), s.job.clone(), t, in_zone(s, t)))
+        })
+        .collect();
+    next.sort_by_key(|(_, _, t, _)| *t);
+    next.truncate(5);
+    let healthy = problems.is_empty();
+    let uptime = started.map(|s| (now - s).to_std().unwrap_or_default());
+
+    if ctx.json {
+        print_json(&json!({
+            "healthy": healthy,
+            "problems": problems,
+            "daemon": daemon.as_ref().map(|(pid, _, version)| json!({
+                "pid": pid,
+                "started_at": started.map(rfc3339),
+                "uptime_s": uptime.map(|u| u.as_secs()),
+                "version": version,
+                "heartbeat_at": heartbeat.map(rfc3339),
+            })),
+            "runs": counts,
+            "next_fires": next.iter().map(|(n, j, _, at)| json!({"schedule": n, "job": j, "at": at})).collect::<Vec<_>>(),
+            "dead": dead.iter().map(run_json).collect::<Vec<_>>(),
+            "alert_failures": failures.iter().map(|a| json!({
+                "id": a.id, "time": rfc3339(a.created_at), "rule": a.rule, "channel": a.channel,
+                "job": a.job, "event": a.event, "attempts": a.attempts, "error": a.error,
+            })).collect::<Vec<Value>>(),
+        }));
+    } else {
+        match &daemon {
+            Some((pid, _, version)) => println!(
+                "daemon     running: pid {pid}, up {}, version {version}, last heartbeat {}",
+                uptime.map(format_duration).unwrap_or_else(|| "?".into()),
+                opt_local(heartbeat)
+            ),
+            None => println!("daemon     not running"),
+        }
+        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
+        println!(
+            "runs       {} running, {} queued, {} waiting, {} delayed, {} retrying, {} succeeded, {} dead, {} cancelled",
+            get("running"),
+            get("queued"),
+            get("waiting"),
+            get("delayed"),
+            get("retrying"),
+            get("succeeded"),
+            get("dead"),
+            get("cancelled")
+        );
+        if !next.is_empty() {
+            println!("\nnext fires");
+            let mut t = table(&["SCHEDULE", "JOB", "AT"]);
+            for (n, j, _, at) in &next {
+                t.add_row(vec![n.clone(), j.clone(), at.clone()]);
+            }
+            print_table(&t);
+        }
+        if !dead.is_empty() {
+            println!("\nlast dead runs");
+            let mut t = table(&["ID", "JOB", "REASON", "DIED AT"]);
+            for r in &dead {
+                t.add_row(vec![
+                    r.id.to_string(),
+                    r.job.clone(),
+                    r.error.clone().unwrap_or_default(),
+                    opt_local(r.finished_at),
+                ]);
+            }
+            print_table(&t);
+        }
+        if !failures.is_empty() {
+            println!("\nlast alert failures");
+            let mut t = table(&["ID", "TIME", "CHANNEL", "EVENT", "ERROR"]);
+            for a in &failures {
+                t.add_row(vec![
+                    a.id.to_string(),
+                    local(a.created_at),
+                    a.channel.clone(),
+                    a.event.clone(),
+                    a.error.clone().unwrap_or_default(),
+                ]);
+            }
+            print_table(&t);
+        }
+        println!();
+        if healthy {
+            println!("healthy");
+        } else {
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            println!("UNHEALTHY");
+        }
+    }
+    if healthy {
+        Ok(())
+    } else {
+        Err(CliError::Exit(1))
+    }
+}
