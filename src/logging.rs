@@ -91,8 +91,7 @@ fn stderr_is_journal() -> bool {
     let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else {
         return false;
     };
-    dev.parse::<u64>().ok() == Some(st.st_dev)
-        && ino.parse::<u64>().ok() == Some(st.st_ino)
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 
 /// Prefixes each line with its syslog priority, for journald.
