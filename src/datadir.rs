@@ -17,6 +17,8 @@ pub const DAEMON_LEASE: &str = "daemon";
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// `root`, absolute (computed once: jobs get it as `WORKER_DATA_DIR`).
+    root_absolute: String,
 }
 
 impl DataDir {
@@ -24,13 +26,22 @@ impl DataDir {
     pub fn open(root: &Path) -> io::Result<DataDir> {
         fs::create_dir_all(root.join("logs"))?;
         fs::create_dir_all(root.join("leases"))?;
+        let root_absolute = std::path::absolute(root)
+            .unwrap_or_else(|_| root.to_path_buf())
+            .display()
+            .to_string();
         Ok(DataDir {
             root: root.to_path_buf(),
+            root_absolute,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn root_absolute(&self) -> &str {
+        &self.root_absolute
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -1,8 +1,6 @@
 //! The bridge between the queue and the executor, shared by the daemon and `worker job`: what
 //! process a claimed run becomes, and what its end means for the run.
 
-use std::path::Path;
-
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::exec::{Exit, Finished, Spec, StopReason};
@@ -45,8 +43,8 @@ pub fn spec_for(
         ));
     }
     // So that a job can itself call `worker` (enqueue a follow-up) against the same setup.
-    env.push(("WORKER_CONFIG".into(), absolute(&config.dir)));
-    env.push(("WORKER_DATA_DIR".into(), absolute(data.root())));
+    env.push(("WORKER_CONFIG".into(), config.dir_absolute.clone()));
+    env.push(("WORKER_DATA_DIR".into(), data.root_absolute().to_string()));
     Ok(Spec {
         exec: job.exec.clone(),
         workdir: job.workdir.clone(),
@@ -56,13 +54,6 @@ pub fn spec_for(
         output_limit: config.output_limit(job),
         tee,
     })
-}
-
-fn absolute(p: &Path) -> String {
-    std::path::absolute(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
 }
 
 /// What an ended process means for its run. A failed attempt carries its last lines of output

@@ -7,9 +7,8 @@ use crate::clock::SystemClock;
 use crate::daemon::{self, DaemonError, Options};
 
 pub fn run(ctx: &Ctx) -> CliResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("worker")
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
     let opts = Options {

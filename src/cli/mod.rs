@@ -211,7 +211,11 @@ pub enum Command {
     /// Print the manual page (roff), e.g. `worker man > /usr/local/share/man/man1/worker.1`.
     Man,
     #[command(name = crate::exec::sentinel::SUBCOMMAND, hide = true)]
-    Sentinel,
+    Sentinel {
+        /// The owner token its jobs carry in `WORKER_OWNER`.
+        #[arg(default_value = "")]
+        token: String,
+    },
 }
 
 /// `K=V` for `--env`.
@@ -322,8 +326,8 @@ pub fn main() -> i32 {
             };
         }
     };
-    if matches!(cli.command, Command::Sentinel) {
-        return crate::exec::sentinel::sentinel_main();
+    if let Command::Sentinel { token } = &cli.command {
+        return crate::exec::sentinel::sentinel_main(token);
     }
     if !matches!(cli.command, Command::Daemon | Command::Job { .. }) {
         // A listing piped into `head` should end quietly, as Unix tools do, rather than fail on
@@ -410,7 +414,7 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
                 .render(&mut std::io::stdout())
                 .map_err(|e| CliError::Failed(format!("cannot write the manual page: {e}")))
         }
-        Command::Sentinel => Ok(()),
+        Command::Sentinel { .. } => Ok(()),
     }
 }
 

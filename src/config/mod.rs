@@ -29,6 +29,8 @@ use crate::model::is_valid_name;
 pub struct Config {
     /// The directory given with `--config`.
     pub dir: PathBuf,
+    /// The same, absolute (computed once: jobs get it as `WORKER_CONFIG`).
+    pub dir_absolute: String,
     pub jobs: BTreeMap<String, Arc<JobDef>>,
     pub settings: Settings,
     /// The schedules of `scheduler.yaml`, in file order.
@@ -68,6 +70,10 @@ impl Config {
     pub fn empty(dir: &Path) -> Config {
         Config {
             dir: dir.to_path_buf(),
+            dir_absolute: std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .display()
+                .to_string(),
             jobs: BTreeMap::new(),
             settings: Settings::default(),
             schedules: Vec::new(),

@@ -11,6 +11,7 @@
 //! Architecture invariant: nothing on this loop blocks on the network or on a child process.
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
+mod checkpoint;
 mod notify;
 mod schedules;
 
@@ -79,6 +80,8 @@ struct Turn {
     cancels: Vec<RunId>,
     /// When the next delayed or retrying run is due.
     next_due: Option<Time>,
+    /// When the next fire deadline passes, if deadlines were looked at this turn.
+    next_deadline: Option<Option<Time>>,
     firing: schedules::Firing,
 }
 
@@ -125,6 +128,15 @@ struct Engine {
     config_tx: watch::Sender<Arc<Config>>,
     /// systemd: readiness, status, watchdog.
     notifier: notify::Notifier,
+    /// Keeps WAL checkpoints (and their fsyncs) off this loop.
+    checkpointer: checkpoint::Checkpointer,
+    /// Another process may have changed the store since the last turn (a wake-up datagram,
+    /// start, reload, housekeeping): the next turn looks at everything.
+    external: bool,
+    /// When the next delayed or retrying run is due, as of the last turn.
+    next_due_runs: Option<Time>,
+    /// When the next fire deadline passes, as of the last look.
+    next_deadline: Option<Time>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -139,7 +151,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ))
     })?;
     let lease = Lease::daemon(&data)?;
-    let store = Store::open(&data.db_path(), Durability::Full)?;
+    let store = Store::open(&data.db_path(), Durability::Normal)?;
+    store.disable_autocheckpoint()?;
+    let checkpointer = checkpoint::Checkpointer::start(data.db_path())
+        .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config: Arc::new(config),
@@ -159,6 +174,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         next_fires: HashMap::new(),
         outbox_wake: Arc::new(Notify::new()),
         notifier: notify::Notifier::from_env(),
+        checkpointer,
+        external: true,
+        next_due_runs: None,
+        next_deadline: None,
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         _lease: lease,
     };
@@ -297,6 +316,7 @@ impl Engine {
                 }
                 self.prune();
                 self.heartbeat();
+                self.external = true;
             }
             self.update_status(false);
             let mut sleep_for = HOUSEKEEPING.saturating_sub(last_housekeeping.elapsed());
@@ -307,7 +327,9 @@ impl Engine {
                 sleep_for = sleep_for.min(until(self.clock.now(), due));
             }
             if listener.is_none() {
+                // Without the socket, each poll has to look at everything.
                 sleep_for = sleep_for.min(FALLBACK_POLL);
+                self.external = true;
             }
             tokio::select! {
                 Some(done) = self.done_rx.recv() => {
@@ -317,7 +339,8 @@ impl Engine {
                     }
                 }
                 _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {
-                    // Another process may have written alerts (a `worker job`, say).
+                    // Another process wrote to the store; it may have written alerts too.
+                    self.external = true;
                     self.outbox_wake.notify_one();
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
@@ -342,8 +365,14 @@ impl Engine {
         let dones = std::mem::take(&mut self.pending);
         let config = self.config.clone();
         let accept = !self.stopping;
-        let check_cancels = !self.running.is_empty();
+        // Another process wrote to the store (a wake-up), or we have not looked for a while:
+        // look at everything. Otherwise only at what our own state says may have changed.
+        let external = std::mem::take(&mut self.external);
+        let check_cancels = external && !self.running.is_empty();
+        let promote = external || self.next_due_runs.is_some_and(|t| t <= now);
+        let deadlines = external || self.next_deadline.is_some_and(|t| t <= now);
         let limit = config.settings.concurrency as usize;
+        let slots_free = self.running.len() < limit || !dones.is_empty() || external;
         // Once shutting down, nothing fires: the next start catches up per `catch_up`.
         let due_schedules = if accept {
             self.due_schedules(now)
@@ -365,20 +394,33 @@ impl Engine {
             }
             let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
             if accept {
-                lifecycle::promote_due(tx, &config, now)?;
-                (claimed, unknown) = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
+                if promote {
+                    lifecycle::promote_due(tx, &config, now)?;
+                }
+                if slots_free {
+                    (claimed, unknown) = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
+                }
             }
             let cancels = if check_cancels {
                 tx.cancel_requests(DAEMON_LEASE)?
             } else {
                 Vec::new()
             };
-            alert::check_deadlines(tx, &config, now)?;
-            let next_due = [tx.next_due()?, tx.next_deadline()?]
-                .into_iter()
-                .flatten()
-                .min();
+            let fired_deadline = firing.fired.iter().any(|f| {
+                config
+                    .schedules
+                    .iter()
+                    .any(|s| s.name == f.schedule && s.deadline.is_some())
+            });
+            let next_deadline = if deadlines || fired_deadline {
+                alert::check_deadlines(tx, &config, now)?;
+                Some(tx.next_deadline()?)
+            } else {
+                None
+            };
+            let next_due = tx.next_due()?;
             Ok::<_, StoreError>(Turn {
+                next_deadline,
                 states,
                 claimed,
                 unknown,
@@ -388,6 +430,7 @@ impl Engine {
             })
         });
         let Turn {
+            next_deadline,
             states,
             claimed,
             unknown,
@@ -401,6 +444,12 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.checkpointer.poke();
+        self.next_due_runs = next_due;
+        if let Some(d) = next_deadline {
+            self.next_deadline = d;
+        }
+        let next_due = [next_due, self.next_deadline].into_iter().flatten().min();
         schedules::log_fired(&firing.fired, now);
         if self.store.alerts_written() > 0 {
             self.outbox_wake.notify_one();
@@ -487,6 +536,7 @@ impl Engine {
 
     /// SIGHUP: load the configuration again; keep the old one if the new one is invalid.
     fn reload(&mut self) {
+        self.external = true;
         match Config::load(&self.config.dir) {
             Ok(config) => {
                 info!(

@@ -2,9 +2,9 @@
 //! cap, a timeout, and a way to stop it.
 //!
 //! Architecture invariant: every job process is the leader of its own process group, registered
-//! with the owner's [`sentinel`] before it executes a single instruction of the job; whatever
-//! stops an attempt (timeout, cancel, shutdown) signals the whole group, and the group is swept
-//! with SIGKILL once its leader has exited.
+//! with the owner's [`sentinel`] as soon as it is spawned and marked with the owner's token in its
+//! environment; whatever stops an attempt (timeout, cancel, shutdown) signals the whole group, and
+//! the group is swept with SIGKILL once its leader has exited.
 
 pub mod capture;
 pub mod sentinel;
@@ -125,6 +125,8 @@ pub struct Executor {
     sentinel: Mutex<Option<Sentinel>>,
     /// Process groups currently alive, to re-register with a restarted sentinel.
     live: Mutex<HashSet<i32>>,
+    /// Unique to this executor: in every job's environment, so the sentinel can find them.
+    owner_token: String,
 }
 
 impl Executor {
@@ -134,6 +136,7 @@ impl Executor {
             sentinel_program,
             sentinel: Mutex::new(None),
             live: Mutex::new(HashSet::new()),
+            owner_token: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
         }
     }
 
@@ -158,12 +161,7 @@ impl Executor {
                 };
             }
         };
-        let capture = tokio::spawn(capture_output(
-            reader,
-            spec.log.clone(),
-            spec.output_limit,
-            spec.tee,
-        ));
+        let mut output = Output::new(reader, spec.log.clone(), spec.output_limit, spec.tee);
 
         let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
         let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -174,6 +172,7 @@ impl Executor {
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
+                read = output.read(), if output.open() => output.consume(read).await,
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && kill_at.is_none() => {
                     timed_out = true;
                     let _ = killpg(pgid, Signal::SIGTERM);
@@ -213,10 +212,8 @@ impl Executor {
         let _ = killpg(pgid, Signal::SIGKILL);
         self.forget(pgid.as_raw());
 
-        let output_bytes = match tokio::time::timeout(OUTPUT_DRAIN, capture).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, output.drain()).await;
+        let output_bytes = output.capped.total;
         let exit = match status {
             Ok(st) => match (st.code(), st.signal()) {
                 (Some(c), _) => Exit::Code(c),
@@ -264,17 +261,16 @@ impl Executor {
             .process_group(0)
             .kill_on_drop(false);
 
+        // Marks every process of this job (and, unless they clear their environment, its
+        // descendants) as ours, for the sentinel's last sweep.
+        cmd.env(sentinel::OWNER_VAR, &self.owner_token);
+
+        // No `pre_exec`: std then spawns with posix_spawn (vfork semantics) instead of fork,
+        // which spares copying the daemon's page tables on every start. The group is registered
+        // with the sentinel right after, from here; a death of ours in between is covered by the
+        // sentinel's sweep for the owner token.
         let mut sentinel = self.sentinel.lock().unwrap_or_else(|p| p.into_inner());
         self.ensure_sentinel(&mut sentinel);
-        if let Some(fd) = sentinel.as_ref().map(Sentinel::fd) {
-            // SAFETY: the closure runs in the forked child and calls only async-signal-safe code.
-            unsafe {
-                cmd.pre_exec(move || {
-                    sentinel::register_self(fd);
-                    Ok(())
-                });
-            }
-        }
         let child = cmd.spawn().map_err(|e| {
             if !spec.workdir.is_dir() {
                 format!(
@@ -285,9 +281,12 @@ impl Executor {
                 format!("cannot start `{program}`: {e}")
             }
         })?;
+        let pid = child.id().ok_or("the process vanished at start")? as i32;
+        if let Some(s) = sentinel.as_mut() {
+            let _ = s.register(pid);
+        }
         drop(sentinel);
         drop(cmd); // closes our copies of the pipe's write end
-        let pid = child.id().ok_or("the process vanished at start")? as i32;
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -303,7 +302,7 @@ impl Executor {
         if slot.as_mut().is_some_and(Sentinel::alive) {
             return;
         }
-        match Sentinel::spawn(program) {
+        match Sentinel::spawn(program, &self.owner_token) {
             Ok(mut s) => {
                 if slot.is_some() {
                     tracing::warn!("the sentinel process died; started a new one");
@@ -338,38 +337,82 @@ impl Executor {
 
 /// Reads the child's output into the capped log (and our stdout when `tee`). Returns the
 /// number of bytes the child wrote.
-async fn capture_output(read_end: OwnedFd, log: PathBuf, limit: u64, tee: bool) -> u64 {
-    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read job output");
-            return 0;
+/// Read buffer for job output: enough for full pipe writes, small enough to stay off the
+/// allocator's slow path on every attempt.
+const OUTPUT_BUF: usize = 16 * 1024;
+
+/// The child's output pipe and where it goes: the capped log, and our stdout when `tee`.
+/// Read from the attempt's own loop — no extra task per attempt.
+struct Output {
+    reader: Option<tokio::net::unix::pipe::Receiver>,
+    capped: CappedLog,
+    stdout: Option<tokio::io::Stdout>,
+    buf: Vec<u8>,
+    log_failed: bool,
+}
+
+impl Output {
+    fn new(read_end: OwnedFd, log: PathBuf, limit: u64, tee: bool) -> Output {
+        let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read job output");
+                None
+            }
+        };
+        Output {
+            reader,
+            capped: CappedLog::new(log, limit),
+            stdout: tee.then(tokio::io::stdout),
+            buf: vec![0u8; OUTPUT_BUF],
+            log_failed: false,
         }
-    };
-    let mut capped = CappedLog::new(log, limit);
-    let mut stdout = tee.then(tokio::io::stdout);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut log_failed = false;
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+    }
+
+    /// Whether the pipe may still deliver output.
+    fn open(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Waits for output (cancel-safe: nothing is consumed until it returns).
+    async fn read(&mut self) -> std::io::Result<usize> {
+        match &mut self.reader {
+            Some(r) => r.read(&mut self.buf).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stores what `read` returned; end-of-file (or an error) closes the pipe.
+    async fn consume(&mut self, read: std::io::Result<usize>) {
+        let n = match read {
+            Ok(0) | Err(_) => {
+                self.reader = None;
+                return;
+            }
             Ok(n) => n,
         };
-        if let Err(e) = capped.write(&buf[..n])
-            && !log_failed
+        if let Err(e) = self.capped.write(&self.buf[..n])
+            && !self.log_failed
         {
             tracing::error!(error = %e, "cannot write captured output");
-            log_failed = true;
+            self.log_failed = true;
         }
-        if let Some(out) = &mut stdout {
-            if out.write_all(&buf[..n]).await.is_err() {
-                stdout = None;
+        if let Some(out) = &mut self.stdout {
+            if out.write_all(&self.buf[..n]).await.is_err() {
+                self.stdout = None;
             } else {
                 let _ = out.flush().await;
             }
         }
     }
-    capped.total
+
+    /// Reads until end-of-file.
+    async fn drain(&mut self) {
+        while self.open() {
+            let r = self.read().await;
+            self.consume(r).await;
+        }
+    }
 }
 
 /// Path of our own executable, for the sentinel (works even if the file was replaced on disk).

@@ -1,19 +1,24 @@
 //! The sentinel: a tiny helper process that kills job process groups when their owner dies.
 //!
-//! Every process that runs jobs (the daemon, a foreground `worker job`) starts one sentinel:
-//! `worker __sentinel`, reading a pipe whose only writer is its owner. Each job's child, between
-//! fork and exec, writes `+PGID` into that pipe (so the group is registered before any job code
-//! runs); the owner writes `-PGID` once the group is gone. When the owner dies — however it dies,
-//! `kill -9` included — the kernel closes its end, the sentinel reads end-of-file, sends SIGKILL
-//! to every group still registered and exits. One sentinel per owner, not one supervisor per run:
-//! the cost is paid once, not on every spawn.
+//! Every process that runs jobs (the daemon, a foreground `worker job`) starts one sentinel,
+//! `worker __sentinel TOKEN`, reading a pipe whose only writer is its owner. The owner writes
+//! `+PGID` for each job it spawns and `-PGID` once the group is gone. When the owner dies —
+//! however it dies, `kill -9` included — the kernel closes its end of the pipe; the sentinel
+//! reads end-of-file and
 //!
+//! 1. sends SIGKILL to every group still registered, then
+//! 2. sweeps `/proc` for processes whose environment holds `WORKER_OWNER=TOKEN` (every job's
+//!    environment does, and its descendants inherit it) and kills their groups too — which covers
+//!    a job spawned in the instant before its owner could register it, and descendants that left
+//!    the job's group with `setsid` — repeating until a sweep finds nothing.
+//!
+//! One sentinel per owner, not one supervisor per run: the cost is paid once, and jobs are
+//! started with posix_spawn (no fork of the owner) because nothing has to run in the child.
 //! The sentinel ignores SIGINT/SIGTERM/SIGHUP/SIGQUIT and lives in its own process group, so a
 //! Ctrl-C or a service stop reaches the owner, whose orderly shutdown decides what to kill.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,6 +29,12 @@ use nix::unistd::Pid;
 /// The hidden subcommand that runs the sentinel loop.
 pub const SUBCOMMAND: &str = "__sentinel";
 
+/// The environment variable marking a job's processes with their owner's token.
+pub const OWNER_VAR: &str = "WORKER_OWNER";
+
+/// How many `/proc` sweeps at most (each catches what the previous one's victims forked).
+const SWEEPS: usize = 5;
+
 /// The owner's handle on its sentinel.
 pub struct Sentinel {
     child: Child,
@@ -31,10 +42,12 @@ pub struct Sentinel {
 }
 
 impl Sentinel {
-    /// Starts `program __sentinel`.
-    pub fn spawn(program: &Path) -> io::Result<Sentinel> {
+    /// Starts `program __sentinel TOKEN`.
+    pub fn spawn(program: &Path, token: &str) -> io::Result<Sentinel> {
         let mut child = Command::new(program)
             .arg(SUBCOMMAND)
+            .arg(token)
+            .env_remove(OWNER_VAR)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -47,12 +60,7 @@ impl Sentinel {
         Ok(Sentinel { child, stdin })
     }
 
-    /// The pipe a job child writes `+PGID` into before exec.
-    pub fn fd(&self) -> RawFd {
-        self.stdin.as_raw_fd()
-    }
-
-    /// Registers a group (used when re-registering after a sentinel restart).
+    /// Registers a group.
     pub fn register(&mut self, pgid: i32) -> io::Result<()> {
         writeln!(self.stdin, "+{pgid}")
     }
@@ -68,36 +76,9 @@ impl Sentinel {
     }
 }
 
-/// Writes `+<our pid>\n` to `fd`. Runs in a forked child before exec, so it uses only
-/// async-signal-safe calls: no allocation, no locks.
-pub fn register_self(fd: RawFd) {
-    let mut buf = [0u8; 24];
-    // SAFETY: getpid has no preconditions and is async-signal-safe.
-    let mut pid = unsafe { libc::getpid() } as u32;
-    let mut digits = [0u8; 12];
-    let mut n = 0;
-    loop {
-        digits[n] = b'0' + (pid % 10) as u8;
-        n += 1;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
-    buf[0] = b'+';
-    for i in 0..n {
-        buf[1 + i] = digits[n - 1 - i];
-    }
-    buf[1 + n] = b'\n';
-    // SAFETY: buf is valid for 2 + n bytes; write(2) is async-signal-safe. A write of under
-    // PIPE_BUF bytes to a pipe is atomic, so lines from concurrent children never interleave.
-    unsafe {
-        libc::write(fd, buf.as_ptr().cast(), n + 2);
-    }
-}
-
-/// The sentinel process: track groups from stdin; on end-of-file, SIGKILL those left.
-pub fn sentinel_main() -> i32 {
+/// The sentinel process: track groups from stdin; on end-of-file, kill them and sweep for
+/// processes carrying `token`.
+pub fn sentinel_main(token: &str) -> i32 {
     for sig in [
         Signal::SIGINT,
         Signal::SIGTERM,
@@ -133,5 +114,52 @@ pub fn sentinel_main() -> i32 {
     for pgid in groups {
         let _ = signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+    if !token.is_empty() {
+        let marker = format!("{OWNER_VAR}={token}");
+        for _ in 0..SWEEPS {
+            if sweep(&marker) == 0 {
+                break;
+            }
+        }
+    }
     0
+}
+
+/// Kills every process whose environment holds `marker`, with its group. Returns how many.
+fn sweep(marker: &str) -> usize {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
+            continue;
+        }
+        let pid = Pid::from_raw(pid);
+        if let Ok(pgid) = nix::unistd::getpgid(Some(pid))
+            && pgid.as_raw() > 1
+        {
+            let _ = signal::killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = signal::kill(pid, Signal::SIGKILL);
+        killed += 1;
+    }
+    killed
 }

@@ -168,11 +168,12 @@ pub fn claim_these(
 }
 
 fn start(tx: &Tx<'_>, id: RunId, owner: &str, now: Time) -> Result<Claimed> {
-    let (attempt, seq) = tx.start_attempt(id, owner, now)?;
-    let run = tx
-        .run(id)?
-        .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished")))?;
-    Ok(Claimed { run, attempt, seq })
+    let (run, seq) = tx.start_attempt(id, owner, now)?;
+    Ok(Claimed {
+        attempt: run.attempt,
+        run,
+        seq,
+    })
 }
 
 /// Records a finished attempt and moves the run on: succeeded (releasing its dependents),
@@ -210,7 +211,13 @@ pub fn finish(
             )?;
             tx.finish_run(id, RunState::Succeeded, now, None, Some(0), None)?;
             release_dependents(tx, config, id, now)?;
-            if tx.previous_finished_state(&run.job, id)? == Some(RunState::Dead) {
+            let wants_recovered = config
+                .alerts
+                .rules
+                .iter()
+                .any(|r| r.events.contains(&EventKind::Recovered));
+            if wants_recovered && tx.previous_finished_state(&run.job, id)? == Some(RunState::Dead)
+            {
                 let mut e = attempt_event(EventKind::Recovered, &run, report, now);
                 e.reason = Some("succeeded after the previous run of the job ended dead".into());
                 alert::raise(tx, config, e, now)?;

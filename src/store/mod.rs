@@ -8,6 +8,16 @@
 //! database is the arbiter of every claim, and a write transaction that returned has been made
 //! durable (`synchronous = FULL` by default).
 
+/// The predicate of the partial index `runs_active` (unfinished runs). SQLite uses a partial
+/// index only when a query's WHERE repeats its predicate, so every query on a subset of
+/// unfinished runs starts with this fragment (`concat!`ed at compile time) — otherwise it scans
+/// the whole table, and history can hold millions of runs.
+macro_rules! active {
+    () => {
+        "state IN ('delayed', 'waiting', 'queued', 'running', 'retrying')"
+    };
+}
+
 mod alerts;
 mod migrations;
 mod runs;
@@ -85,6 +95,8 @@ impl Store {
         )
         .map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // The engine's turn alone uses a few dozen distinct statements: keep them all parsed.
+        conn.set_prepared_statement_cache_capacity(256);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         let sync = match durability {
@@ -176,6 +188,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
+    /// connection's commits never wait for a checkpoint's fsync.
+    pub fn disable_autocheckpoint(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Copies what it can of the WAL into the database without blocking writers
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`). Returns (WAL frames, frames checkpointed).
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+
     /// Bytes the database occupies on disk (main file plus WAL).
     pub fn disk_bytes(&self) -> u64 {
         let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
@@ -204,4 +233,33 @@ fn time(ms: i64) -> Result<crate::model::Time> {
 
 fn opt_time(ms: Option<i64>) -> Result<Option<crate::model::Time>> {
     ms.map(time).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full scan of `runs` on the engine's path costs O(history) per turn: with a million
+    /// finished runs, every start would wait for it. Each hot statement must use an index.
+    #[test]
+    fn hot_statements_never_scan_the_runs_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
+        for sql in runs::HOT_SQL {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|d| d.unwrap())
+                .collect();
+            assert!(
+                !plan.iter().any(|d| d == "SCAN runs"),
+                "full scan of runs for:\n{sql}\nplan: {plan:?}"
+            );
+        }
+    }
 }

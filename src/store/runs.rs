@@ -142,6 +142,57 @@ fn brief_from_row(row: &Row<'_>) -> Result<RunBrief> {
     })
 }
 
+// Statements of the engine's hot path, named so that a test can check their query plans.
+const SQL_LATEST_ACTIVE: &str = concat!("SELECT max(id) FROM runs WHERE job = ?1 AND ", active!());
+const SQL_DUE_RUNS: &str = "SELECT id, state FROM runs WHERE state IN ('delayed', 'retrying') AND due_at <= ?1 ORDER BY due_at, id";
+const SQL_NEXT_DUE: &str = "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying')";
+const SQL_RUNNING_COUNTS: &str = concat!(
+    "SELECT job, count(*) FROM runs WHERE ",
+    active!(),
+    " AND state = 'running' GROUP BY job"
+);
+const SQL_OWNERS: &str = concat!(
+    "SELECT DISTINCT owner FROM runs WHERE ",
+    active!(),
+    " AND owner IS NOT NULL"
+);
+const SQL_RESERVED_BY: &str = concat!(
+    "SELECT id FROM runs WHERE ",
+    active!(),
+    " AND state IN ('delayed', 'waiting', 'queued', 'retrying') AND owner = ?1 ORDER BY id"
+);
+const SQL_CANCEL_REQUESTS: &str = concat!(
+    "SELECT id FROM runs WHERE ",
+    active!(),
+    " AND state = 'running' AND owner = ?1 AND cancel_requested = 1 ORDER BY id"
+);
+const SQL_QUEUED_FIRST: &str = "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
+     ORDER BY priority DESC, due_at, id LIMIT ?1";
+
+/// Every hot statement: none may scan the whole `runs` table (see the test).
+#[cfg(test)]
+pub(super) const HOT_SQL: &[&str] = &[
+    SQL_LATEST_ACTIVE,
+    SQL_DUE_RUNS,
+    SQL_NEXT_DUE,
+    SQL_RUNNING_COUNTS,
+    SQL_OWNERS,
+    SQL_RESERVED_BY,
+    SQL_CANCEL_REQUESTS,
+    SQL_QUEUED_FIRST,
+    "SELECT count(*) FROM runs WHERE state = 'dead' AND retried_by IS NULL",
+    concat!(
+        "SELECT count(*) FROM runs WHERE ",
+        active!(),
+        " AND state = 'running'"
+    ),
+    concat!(
+        "SELECT id, state FROM runs WHERE job = ?1 AND ",
+        active!(),
+        " ORDER BY id"
+    ),
+];
+
 const BRIEF_COLUMNS: &str = "id, job, state, attempt, max_attempts, owner, cancel_requested";
 
 impl Tx<'_> {
@@ -225,9 +276,7 @@ impl Tx<'_> {
 
     /// The newest run of `job` that has not finished.
     pub fn latest_active(&self, job: &str) -> Result<Option<RunId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT max(id) FROM runs WHERE job = ?1 AND state IN ('delayed', 'waiting', 'queued', 'running', 'retrying')",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_LATEST_ACTIVE)?;
         Ok(stmt.query_row([job], |r| r.get(0))?)
     }
 
@@ -324,9 +373,7 @@ impl Tx<'_> {
 
     /// Runs whose delay or backoff has elapsed: (id, state).
     pub fn due_runs(&self, now: Time) -> Result<Vec<(RunId, RunState)>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id, state FROM runs WHERE state IN ('delayed', 'retrying') AND due_at <= ?1 ORDER BY due_at, id",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_DUE_RUNS)?;
         let rows = stmt.query_map([ms(now)], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|row| {
             let (id, st) = row?;
@@ -337,18 +384,14 @@ impl Tx<'_> {
 
     /// When the next delayed or retrying run becomes due.
     pub fn next_due(&self) -> Result<Option<Time>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying')",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_NEXT_DUE)?;
         let v: Option<i64> = stmt.query_row([], |r| r.get(0))?;
         opt_time(v)
     }
 
     /// How many runs of each job are running (whoever runs them).
     pub fn running_counts(&self) -> Result<HashMap<String, u32>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_RUNNING_COUNTS)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -371,10 +414,7 @@ impl Tx<'_> {
         };
         let rows = match after {
             None => {
-                let mut stmt = self.tx.prepare_cached(
-                    "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
-                     ORDER BY priority DESC, due_at, id LIMIT ?1",
-                )?;
+                let mut stmt = self.tx.prepare_cached(SQL_QUEUED_FIRST)?;
                 stmt.query_map([limit], map)?
                     .collect::<rusqlite::Result<Vec<_>>>()?
             }
@@ -393,21 +433,26 @@ impl Tx<'_> {
 
     /// Marks a queued run running under `owner` and opens its next attempt.
     /// Returns (attempt number, attempt row sequence).
-    pub fn start_attempt(&self, id: RunId, owner: &str, now: Time) -> Result<(u32, u32)> {
-        let mut stmt = self.tx.prepare_cached(
+    /// Returns the run as it now is (without its `depends_on`, which starting it does not need)
+    /// and the attempt row's sequence.
+    pub fn start_attempt(&self, id: RunId, owner: &str, now: Time) -> Result<(Run, u32)> {
+        let mut stmt = self.tx.prepare_cached(&format!(
             "UPDATE runs SET state = 'running', owner = ?2, attempt = attempt + 1, \
-             started_at = coalesce(started_at, ?3) WHERE id = ?1 AND state = 'queued' RETURNING attempt",
-        )?;
-        let number: u32 = stmt
-            .query_row(params![id, owner, ms(now)], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| StoreError::Corrupt(format!("run {id} is not queued")))?;
+             started_at = coalesce(started_at, ?3) WHERE id = ?1 AND state = 'queued' RETURNING {RUN_COLUMNS}"
+        ))?;
+        let mut rows = stmt.query(params![id, owner, ms(now)])?;
+        let run = match rows.next()? {
+            Some(row) => run_from_row(row)?,
+            None => return Err(StoreError::Corrupt(format!("run {id} is not queued"))),
+        };
+        drop(rows);
+        let number = run.attempt;
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO attempts (run_id, seq, number, started_at) \
              VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM attempts WHERE run_id = ?1), ?2, ?3) RETURNING seq",
         )?;
         let seq: u32 = stmt.query_row(params![id, number, ms(now)], |r| r.get(0))?;
-        Ok((number, seq))
+        Ok((run, seq))
     }
 
     /// Closes an attempt with its outcome.
@@ -453,7 +498,8 @@ impl Tx<'_> {
     /// Running runs, with their owners.
     pub fn running(&self) -> Result<Vec<RunBrief>> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {BRIEF_COLUMNS} FROM runs WHERE state = 'running' ORDER BY id"
+            "SELECT {BRIEF_COLUMNS} FROM runs WHERE {} AND state = 'running' ORDER BY id",
+            active!()
         ))?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
@@ -465,9 +511,7 @@ impl Tx<'_> {
 
     /// Distinct owners of running or reserved runs.
     pub fn owners(&self) -> Result<Vec<String>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND state IN ('waiting', 'queued', 'running', 'delayed', 'retrying')",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_OWNERS)?;
         Ok(stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
@@ -475,9 +519,7 @@ impl Tx<'_> {
 
     /// Not-yet-started runs reserved by `owner`.
     pub fn reserved_by(&self, owner: &str) -> Result<Vec<RunId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id FROM runs WHERE owner = ?1 AND state IN ('delayed', 'waiting', 'queued', 'retrying') ORDER BY id",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_RESERVED_BY)?;
         Ok(stmt
             .query_map([owner], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
@@ -493,9 +535,7 @@ impl Tx<'_> {
 
     /// Running runs of `owner` that `queue:cancel` asked to stop.
     pub fn cancel_requests(&self, owner: &str) -> Result<Vec<RunId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id FROM runs WHERE state = 'running' AND owner = ?1 AND cancel_requested = 1 ORDER BY id",
-        )?;
+        let mut stmt = self.tx.prepare_cached(SQL_CANCEL_REQUESTS)?;
         Ok(stmt
             .query_map([owner], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
@@ -525,6 +565,9 @@ impl Tx<'_> {
             sql.push_str(&format!(" AND job = ?{}", args.len()));
         }
         if !filter.states.is_empty() {
+            if filter.states.iter().all(|st| !st.is_final()) {
+                sql.push_str(concat!(" AND ", active!()));
+            }
             let list: Vec<String> = filter
                 .states
                 .iter()
@@ -718,11 +761,17 @@ impl Tx<'_> {
                 .query_row([], |r| r.get::<_, i64>(0))? as u64)
         };
         Ok(StatusCounts {
-            running: count("SELECT count(*) FROM runs WHERE state = 'running'")?,
+            running: count(concat!(
+                "SELECT count(*) FROM runs WHERE ",
+                active!(),
+                " AND state = 'running'"
+            ))?,
             queued: count("SELECT count(*) FROM runs WHERE state = 'queued'")?,
-            waiting: count(
-                "SELECT count(*) FROM runs WHERE state IN ('delayed', 'waiting', 'retrying')",
-            )?,
+            waiting: count(concat!(
+                "SELECT count(*) FROM runs WHERE ",
+                active!(),
+                " AND state IN ('delayed', 'waiting', 'retrying')"
+            ))?,
             dead: count("SELECT count(*) FROM runs WHERE state = 'dead' AND retried_by IS NULL")?,
         })
     }

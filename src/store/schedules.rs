@@ -123,9 +123,11 @@ impl Tx<'_> {
 
     /// Unfinished runs of `job`: (id, state), oldest first.
     pub fn active_runs(&self, job: &str) -> Result<Vec<(RunId, RunState)>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id, state FROM runs WHERE job = ?1 AND state IN ('delayed', 'waiting', 'queued', 'running', 'retrying') ORDER BY id",
-        )?;
+        let mut stmt = self.tx.prepare_cached(concat!(
+            "SELECT id, state FROM runs WHERE job = ?1 AND ",
+            active!(),
+            " ORDER BY id"
+        ))?;
         let rows = stmt.query_map([job], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|row| {
             let (id, st) = row?;

@@ -326,12 +326,14 @@ fn kill_9_of_the_daemon_kills_its_jobs_and_a_restart_recovers_them() {
     let once_pid = e.path("once.pid");
     let again_pid = e.path("again.pid");
     let grandchild = e.path("grandchild.pid");
+    let escaped = e.path("escaped.pid");
     e.job(
         "once",
         &format!(
-            "run: echo $$ > {}; sleep 300 & echo $! > {}; wait\n",
+            "run: echo $$ > {}; sleep 300 & echo $! > {}; setsid sleep 301 & echo $! > {}; wait\n",
             once_pid.display(),
-            grandchild.display()
+            grandchild.display(),
+            escaped.display()
         ),
     );
     e.job(
@@ -350,9 +352,17 @@ fn kill_9_of_the_daemon_kills_its_jobs_and_a_restart_recovers_them() {
         read_pid(&again_pid),
         read_pid(&grandchild),
     );
-    assert!(alive(p1) && alive(p2) && alive(g));
+    let esc = read_pid(&escaped);
+    assert!(alive(p1) && alive(p2) && alive(g) && alive(esc));
     d.kill9();
-    for (what, pid) in [("once", p1), ("again", p2), ("the grandchild", g)] {
+    // The escapee left the job's process group (setsid): only the sentinel's sweep for the owner
+    // token in its environment finds it.
+    for (what, pid) in [
+        ("once", p1),
+        ("again", p2),
+        ("the grandchild", g),
+        ("the setsid escapee", esc),
+    ] {
         wait_for(
             &format!("{what} (pid {pid}) to die with the daemon"),
             || (!alive(pid)).then_some(()),
