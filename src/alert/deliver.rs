@@ -40,20 +40,16 @@ pub fn install_crypto() {
 
 /// Sends alerts; one per process, shared by its deliveries.
 pub struct Deliverer {
-    http: reqwest::Client,
+    /// Built on the first webhook delivery: it loads and parses the system's CA certificates,
+    /// which a daemon with no webhook to call should not carry around.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     timeout: Duration,
     host: String,
 }
 
 impl Deliverer {
     pub fn new(timeout: Duration) -> Result<Deliverer, String> {
-        install_crypto();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot create the HTTP client: {}", chain(&e)))?;
+        let http = std::sync::OnceLock::new();
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -93,9 +89,25 @@ impl Deliverer {
         })
     }
 
+    fn http(&self) -> Result<&reqwest::Client, Failure> {
+        let timeout = self.timeout;
+        self.http
+            .get_or_init(|| {
+                install_crypto();
+                reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+                    .user_agent(concat!("worker/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot create the HTTP client: {}", chain(&e)))
+            })
+            .as_ref()
+            .map_err(|e| Failure::Permanent(e.clone()))
+    }
+
     async fn post(&self, url: &url::Url, body: &serde_json::Value) -> Result<(), Failure> {
         let resp = self
-            .http
+            .http()?
             .post(url.clone())
             .json(body)
             .send()

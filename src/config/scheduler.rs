@@ -28,6 +28,8 @@ pub struct Settings {
     pub keep_days: u32,
     /// Per-attempt cap on captured output, unless a job sets its own.
     pub output_limit: u64,
+    /// How the daemon's own state changes are committed (commands always commit with `full`).
+    pub durability: crate::store::Durability,
 }
 
 impl Default for Settings {
@@ -38,6 +40,7 @@ impl Default for Settings {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             keep_days: DEFAULT_KEEP_DAYS,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            durability: crate::store::Durability::Normal,
         }
     }
 }
@@ -50,6 +53,7 @@ pub fn default_concurrency() -> u32 {
 }
 
 pub(super) const SCHEDULER_FIELDS: &[&str] = &[
+    "durability",
     "timezone",
     "concurrency",
     "shutdown_timeout",
@@ -97,6 +101,16 @@ pub fn parse_settings(ctx: &mut Ctx<'_>, m: &mut super::yaml::MapReader<'_>) -> 
                 .unwrap_or(s.keep_days);
         }
         h.finish(ctx, "history", &["keep_days"]);
+    }
+    if let Some(n) = m.get("durability") {
+        use crate::store::Durability;
+        s.durability = ctx
+            .choice(
+                n,
+                "durability",
+                &[("normal", Durability::Normal), ("full", Durability::Full)],
+            )
+            .unwrap_or(s.durability);
     }
     if let Some(n) = m.get("output_limit") {
         s.output_limit = ctx

@@ -14,6 +14,7 @@
 mod checkpoint;
 mod notify;
 mod schedules;
+mod trim;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -151,7 +152,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ))
     })?;
     let lease = Lease::daemon(&data)?;
-    let store = Store::open(&data.db_path(), Durability::Normal)?;
+    let store = Store::open(&data.db_path(), config.settings.durability)?;
     store.disable_autocheckpoint()?;
     let checkpointer = checkpoint::Checkpointer::start(data.db_path())
         .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?;
@@ -219,6 +220,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     );
     engine.heartbeat();
     engine.notifier.ready();
+    trim::release_code_pages();
     engine.update_status(true);
     let result = engine.main_loop(listener.as_ref()).await;
     let _ = stop_outbox.send(true);
@@ -317,6 +319,9 @@ impl Engine {
                 self.prune();
                 self.heartbeat();
                 self.external = true;
+                if self.running.is_empty() {
+                    trim::release_code_pages();
+                }
             }
             self.update_status(false);
             let mut sleep_for = HOUSEKEEPING.saturating_sub(last_housekeeping.elapsed());

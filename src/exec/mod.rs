@@ -233,7 +233,11 @@ impl Executor {
 
     /// Forks the process: own group, merged stdout/stderr on a pipe, registered with the sentinel.
     fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd), String> {
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        // Our end non-blocking (for the event loop), the child's end blocking, as programs expect.
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
+        fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty()))
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
         let write_clone = write_end
             .try_clone()
@@ -353,7 +357,8 @@ struct Output {
 
 impl Output {
     fn new(read_end: OwnedFd, log: PathBuf, limit: u64, tee: bool) -> Output {
-        let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+        // Known to be a non-blocking pipe's read end (made so in `spawn`).
+        let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(read_end) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read job output");

@@ -34,13 +34,19 @@ pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter, StatusCou
 pub use schedules::FireRecord;
 
 /// How hard SQLite works to keep a committed transaction across a power loss.
+///
+/// Commands (`queue:add`, `worker job`…) always commit with [`Durability::Full`]: a run whose id
+/// was printed survives even a power loss. The daemon's own state changes (claims, attempt ends,
+/// fires) use the `durability` setting, [`Durability::Normal`] by default. Either way every commit
+/// survives the crash of any process, `kill -9` included: WAL frames are in the OS page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// fsync on every commit: a commit survives power loss.
     #[default]
     Full,
-    /// WAL with `synchronous = NORMAL`: a commit survives a crash of any process, but the last
-    /// transactions before a power loss may be rolled back.
+    /// WAL with `synchronous = NORMAL`: a commit survives a crash of any process; after a power
+    /// loss, the last state changes before it may be rolled back (a run that was finishing runs
+    /// again; at-least-once). A later `Full` commit makes everything before it durable.
     Normal,
 }
 

@@ -283,7 +283,7 @@ impl Tx<'_> {
     /// The runs `run` depends on: (id, job, state).
     pub fn dep_states(&self, run: RunId) -> Result<Vec<(RunId, String, RunState)>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT r.id, r.job, r.state FROM run_deps d JOIN runs r ON r.id = d.dep_id WHERE d.run_id = ?1 ORDER BY r.id",
+            "SELECT r.id, r.job, r.state FROM run_deps d JOIN runs r ON r.id = d.dep_id WHERE d.run_id = ?1 ORDER BY d.dep_id",
         )?;
         let rows = stmt.query_map([run], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
@@ -298,7 +298,7 @@ impl Tx<'_> {
     /// The runs that depend on `run`: (id, state).
     pub fn dependents(&self, run: RunId) -> Result<Vec<(RunId, RunState)>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT r.id, r.state FROM run_deps d JOIN runs r ON r.id = d.run_id WHERE d.dep_id = ?1 ORDER BY r.id",
+            "SELECT r.id, r.state FROM run_deps d JOIN runs r ON r.id = d.run_id WHERE d.dep_id = ?1 ORDER BY d.run_id",
         )?;
         let rows = stmt.query_map([run], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|row| {
