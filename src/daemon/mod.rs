@@ -24,14 +24,14 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::alert::{self, Event, outbox::Outbox};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::{DAEMON_LEASE, DataDir, Lease, LockError};
 use crate::exec::{Executor, StopReason, capture};
-use crate::model::{RunId, Time};
+use crate::model::{RunId, RunState, Time};
 use crate::queue::lifecycle;
 use crate::queue::{Claimed, Report};
 use crate::runner;
@@ -72,7 +72,7 @@ pub enum DaemonError {
 /// What one turn's transaction decided.
 struct Turn {
     /// The new state of each committed attempt's run, in `dones` order.
-    states: Vec<crate::model::RunState>,
+    states: Vec<RunState>,
     /// Attempts started, to launch.
     claimed: Vec<Claimed>,
     /// Jobs with queued runs that the loaded configuration does not define.
@@ -423,7 +423,14 @@ impl Engine {
             } else {
                 None
             };
-            let next_due = tx.next_due()?;
+            // Only enqueues (external or fired), retries and promotion change the delayed set.
+            let delayed_changed =
+                promote || !firing.fired.is_empty() || states.contains(&RunState::Retrying);
+            let next_due = if delayed_changed {
+                tx.next_due()?
+            } else {
+                self.next_due_runs
+            };
             Ok::<_, StoreError>(Turn {
                 next_deadline,
                 states,
@@ -511,7 +518,7 @@ impl Engine {
                 return;
             }
         };
-        info!(job = %job, run, attempt, max_attempts = claimed.run.max_attempts, trigger = %claimed.run.trigger, "attempt started");
+        debug!(job = %job, run, attempt, max_attempts = claimed.run.max_attempts, trigger = %claimed.run.trigger, "attempt started");
         let (stop_tx, stop_rx) = watch::channel(None);
         self.running.insert(
             run,
