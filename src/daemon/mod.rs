@@ -441,55 +441,50 @@ impl Engine {
                 firing,
             })
         });
-        let Turn {
-            next_deadline,
-            states,
-            claimed,
-            unknown,
-            cancels,
-            next_due,
-            firing,
-        } = match result {
-            Ok(r) => r,
+        let turn = match result {
+            Ok(t) => t,
             Err(e) => {
                 self.pending = dones;
                 return Err(e);
             }
         };
         self.checkpointer.poke();
-        self.next_due_runs = next_due;
-        if let Some(d) = next_deadline {
+        self.next_due_runs = turn.next_due;
+        if let Some(d) = turn.next_deadline {
             self.next_deadline = d;
         }
-        let next_due = [next_due, self.next_deadline].into_iter().flatten().min();
-        schedules::log_fired(&firing.fired, now);
+        let next_due = [turn.next_due, self.next_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        schedules::log_fired(&turn.firing.fired, now);
         if self.store.alerts_written() > 0 {
             self.outbox_wake.notify_one();
         }
-        for (name, next) in firing.next {
+        for (name, next) in turn.firing.next {
             match next {
                 Some(t) => self.next_fires.insert(name, t),
                 None => self.next_fires.remove(&name),
             };
         }
-        for (d, state) in dones.iter().zip(states) {
+        for (d, state) in dones.iter().zip(turn.states) {
             self.running.remove(&d.report.run);
             info!(job = %d.job, run = d.report.run, attempt = d.attempt, state = %state,
                 duration_ms = d.duration.as_millis() as u64, "attempt ended");
         }
-        for id in cancels {
+        for id in turn.cancels {
             if let Some(h) = self.running.get(&id) {
                 info!(job = %h.job, run = id, "cancel requested: stopping the process group");
                 let _ = h.stop.send(Some(StopReason::Cancel));
             }
         }
-        for job in unknown {
+        for job in turn.unknown {
             if self.warned_unknown.insert(job.clone()) {
                 warn!(job = %job, "runs of this job are queued but the configuration the daemon runs \
                     does not define it; they stay queued: reload the daemon (SIGHUP) once jobs/{job}.yaml exists");
             }
         }
-        for c in claimed {
+        for c in turn.claimed {
             self.launch(c);
         }
         let next_fire = if accept { self.next_fire() } else { None };

@@ -231,7 +231,7 @@ impl Executor {
         }
     }
 
-    /// Forks the process: own group, merged stdout/stderr on a pipe, registered with the sentinel.
+    /// Starts the process: own group, merged stdout/stderr on a pipe, registered with the sentinel.
     fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd), String> {
         // Our end non-blocking (for the event loop), the child's end blocking, as programs expect.
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -246,12 +246,12 @@ impl Executor {
             Exec::Shell(line) => {
                 let mut c = tokio::process::Command::new("/bin/sh");
                 c.arg("-c").arg(line);
-                ("/bin/sh".to_string(), c)
+                ("/bin/sh", c)
             }
             Exec::Argv(argv) => {
                 let mut c = tokio::process::Command::new(&argv[0]);
                 c.args(&argv[1..]);
-                (argv[0].clone(), c)
+                (argv[0].as_str(), c)
             }
         };
         for k in SCRUBBED_ENV {
@@ -339,8 +339,6 @@ impl Executor {
     }
 }
 
-/// Reads the child's output into the capped log (and our stdout when `tee`). Returns the
-/// number of bytes the child wrote.
 /// Read buffer for job output: enough for full pipe writes, small enough to stay off the
 /// allocator's slow path on every attempt.
 const OUTPUT_BUF: usize = 16 * 1024;

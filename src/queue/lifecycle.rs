@@ -242,16 +242,7 @@ pub fn finish(
                 report.output_bytes,
             )?;
             if run.cancel_requested {
-                tx.finish_run(
-                    id,
-                    RunState::Cancelled,
-                    now,
-                    Some("cancelled"),
-                    *exit_code,
-                    *signal,
-                )?;
-                fail_dependents(tx, config, id, now)?;
-                return Ok(RunState::Cancelled);
+                return end_cancelled(tx, config, id, *exit_code, *signal, now);
             }
             let mut e = attempt_event(EventKind::AttemptFailed, &run, report, now);
             e.exit_code = *exit_code;
@@ -262,22 +253,7 @@ pub fn finish(
                 e.event = EventKind::Timeout.as_str().into();
                 alert::raise(tx, config, e.clone(), now)?;
             }
-            if run.attempt < run.max_attempts {
-                let policy = config
-                    .job(&run.job)
-                    .map(|j| j.retry.clone())
-                    .unwrap_or(DEFAULT_RETRY_POLICY);
-                let delay = policy.delay(run.attempt, unit);
-                let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                tx.set_retrying(id, due, error, *exit_code, *signal)?;
-                RunState::Retrying
-            } else {
-                tx.finish_run(id, RunState::Dead, now, Some(error), *exit_code, *signal)?;
-                e.event = EventKind::Dead.as_str().into();
-                alert::raise(tx, config, e, now)?;
-                fail_dependents(tx, config, id, now)?;
-                RunState::Dead
-            }
+            retry_or_die(tx, config, &run, error, *exit_code, *signal, e, unit, now)?
         }
         Outcome::Cancelled { exit_code, signal } => {
             tx.end_attempt(
@@ -290,16 +266,7 @@ pub fn finish(
                 Some("cancelled"),
                 report.output_bytes,
             )?;
-            tx.finish_run(
-                id,
-                RunState::Cancelled,
-                now,
-                Some("cancelled"),
-                *exit_code,
-                *signal,
-            )?;
-            fail_dependents(tx, config, id, now)?;
-            RunState::Cancelled
+            end_cancelled(tx, config, id, *exit_code, *signal, now)?
         }
         Outcome::Interrupted => {
             let why = "interrupted by shutdown (not counted)";
@@ -318,6 +285,54 @@ pub fn finish(
         }
     };
     Ok(new_state)
+}
+
+/// A run whose attempt ended after a cancel request is cancelled, and its dependents fail.
+fn end_cancelled(
+    tx: &Tx<'_>,
+    config: &Config,
+    id: RunId,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    now: Time,
+) -> Result<RunState> {
+    let cancelled = RunState::Cancelled;
+    tx.finish_run(id, cancelled, now, Some("cancelled"), exit_code, signal)?;
+    fail_dependents(tx, config, id, now)?;
+    Ok(cancelled)
+}
+
+/// After a failed attempt (its `attempt_failed` alert raised): retrying after the job's backoff
+/// while attempts remain, else dead with reason `error` — `event` re-raised as `dead` and the
+/// dependents failed. `unit` is the backoff's random unit.
+#[allow(clippy::too_many_arguments)]
+fn retry_or_die(
+    tx: &Tx<'_>,
+    config: &Config,
+    run: &RunBrief,
+    error: &str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    mut event: Event,
+    unit: f64,
+    now: Time,
+) -> Result<RunState> {
+    if run.attempt < run.max_attempts {
+        let policy = config
+            .job(&run.job)
+            .map(|j| j.retry.clone())
+            .unwrap_or(DEFAULT_RETRY_POLICY);
+        let delay = policy.delay(run.attempt, unit);
+        let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        tx.set_retrying(run.id, due, error, exit_code, signal)?;
+        return Ok(RunState::Retrying);
+    }
+    tx.finish_run(run.id, RunState::Dead, now, Some(error), exit_code, signal)?;
+    event.event = EventKind::Dead.as_str().into();
+    event.reason = Some(error.to_string());
+    alert::raise(tx, config, event, now)?;
+    fail_dependents(tx, config, run.id, now)?;
+    Ok(RunState::Dead)
 }
 
 /// Waiting dependents of a run that just succeeded become queued once all their dependencies
@@ -455,16 +470,7 @@ pub fn recover(
             )?;
         }
         let state = if run.cancel_requested {
-            tx.finish_run(
-                run.id,
-                RunState::Cancelled,
-                now,
-                Some("cancelled"),
-                None,
-                None,
-            )?;
-            fail_dependents(tx, config, run.id, now)?;
-            RunState::Cancelled
+            end_cancelled(tx, config, run.id, None, None, now)?
         } else {
             let mut e = Event::new(EventKind::AttemptFailed, Some(&run.job), now);
             e.run_id = Some(run.id);
@@ -472,24 +478,7 @@ pub fn recover(
             e.max_attempts = Some(run.max_attempts);
             e.reason = Some("interrupted: its worker process died".into());
             alert::raise(tx, config, e.clone(), now)?;
-            if run.attempt < run.max_attempts {
-                let policy = config
-                    .job(&run.job)
-                    .map(|j| j.retry.clone())
-                    .unwrap_or(DEFAULT_RETRY_POLICY);
-                let due = now
-                    + chrono::Duration::from_std(policy.delay(run.attempt, unit))
-                        .unwrap_or_default();
-                tx.set_retrying(run.id, due, "interrupted", None, None)?;
-                RunState::Retrying
-            } else {
-                tx.finish_run(run.id, RunState::Dead, now, Some("interrupted"), None, None)?;
-                e.event = EventKind::Dead.as_str().into();
-                e.reason = Some("interrupted".into());
-                alert::raise(tx, config, e, now)?;
-                fail_dependents(tx, config, run.id, now)?;
-                RunState::Dead
-            }
+            retry_or_die(tx, config, &run, "interrupted", None, None, e, unit, now)?
         };
         out.push((run.id, state));
     }
