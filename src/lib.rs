@@ -15,3 +15,11 @@ pub mod schedule;
 pub mod store;
 pub mod units;
 pub mod wake;
+
+/// `0.1.0 (abc123def456)`: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WORKER_GIT_COMMIT"),
+    ")"
+);

@@ -2,9 +2,12 @@
 //! process a claimed run becomes, and what its end means for the run.
 
 use crate::config::Config;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, Owner};
 use crate::exec::{Exit, Finished, Spec, StopReason};
+use crate::model::{RunId, RunState};
+use crate::queue::lifecycle;
 use crate::queue::{Claimed, Outcome, Report};
+use crate::store::{Store, StoreError};
 
 /// The process for a claimed run, or why there is none (its job is no longer defined).
 ///
@@ -116,4 +119,29 @@ fn signal(e: &Exit) -> Option<i32> {
         Exit::Signal(s) => Some(*s),
         _ => None,
     }
+}
+
+/// Recovers the runs of every owner that is provably dead (see [`crate::datadir::decide`]),
+/// other than `me`: for commands (`worker job`, `queue:cancel`), which may find runs left by a
+/// dead daemon or a dead `worker job`. Each owner's lock is held until its recovery committed, so
+/// a daemon starting meanwhile waits rather than claims. Returns the recovered runs.
+pub fn recover_dead_owners(
+    config: &Config,
+    data: &DataDir,
+    store: &mut Store,
+    me: Option<&str>,
+) -> Result<Vec<(RunId, RunState)>, StoreError> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for owner in store.read(|tx| tx.owners())? {
+        if Some(owner.as_str()) == me {
+            continue;
+        }
+        let Owner::Dead(guard) = data.probe(&owner) else {
+            continue;
+        };
+        out.extend(store.write(|tx| lifecycle::recover(tx, config, &owner, now, fastrand::f64()))?);
+        drop(guard);
+    }
+    Ok(out)
 }

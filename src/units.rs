@@ -5,8 +5,20 @@ use std::time::Duration;
 
 /// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`, `d`
 /// (e.g. `500ms`, `30s`, `1h30m`, `1d`). A bare number is refused: its unit would be a guess.
+/// Something a person might write instead (`1.5h`, `30 s`, `5 minutes`) is refused with the
+/// spelling to use (`1h30m`, `30s`, `5m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
+    strict_duration(s).map_err(|e| match suggest_duration(s) {
+        Some((why, d)) => format!(
+            "`{s}` is not a duration worker reads ({why}): write `{}`",
+            format_duration_spec(d)
+        ),
+        None => e,
+    })
+}
+
+fn strict_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration (write e.g. `30s`, `5m`, `1h30m`)".into());
     }
@@ -28,13 +40,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit_ms: u128 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
             "" => return Err(format!("`{s}`: the number at the end has no unit")),
-            u => return Err(format!("`{s}`: unknown unit `{u}` (use ms, s, m, h or d)")),
+            u => unit_ms(u)
+                .ok_or_else(|| format!("`{s}`: unknown unit `{u}` (use ms, s, m, h or d)"))?,
         };
         rest = &rest[unit_len..];
         total = total.saturating_add(n.saturating_mul(unit_ms));
@@ -45,6 +53,72 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is longer than a hundred years"));
     }
     Ok(Duration::from_millis(total as u64))
+}
+
+/// Milliseconds in one of our units.
+fn unit_ms(unit: &str) -> Option<u128> {
+    Some(match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    })
+}
+
+/// Reads what a person may have meant — spaces, fractions, spelled-out units — and says what was
+/// wrong with it. `None` when it is not a duration at all, or when it is already one.
+fn suggest_duration(s: &str) -> Option<(String, Duration)> {
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut total_ms = 0f64;
+    let mut rest = s.trim();
+    if rest.contains(char::is_whitespace) {
+        reasons.push("no spaces inside a duration");
+    }
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        let n: f64 = rest[..num_len].parse().ok()?;
+        if rest[..num_len].contains('.') && !reasons.contains(&"no fractions") {
+            reasons.push("no fractions");
+        }
+        rest = rest[num_len..].trim_start();
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = rest[..unit_len].to_ascii_lowercase();
+        let canonical = match unit.as_str() {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => "ms",
+            "s" | "sec" | "secs" | "second" | "seconds" => "s",
+            "m" | "min" | "mins" | "minute" | "minutes" => "m",
+            "h" | "hr" | "hrs" | "hour" | "hours" => "h",
+            "d" | "day" | "days" => "d",
+            _ => return None,
+        };
+        if unit != canonical && !reasons.contains(&"units are ms, s, m, h and d") {
+            reasons.push("units are ms, s, m, h and d");
+        }
+        total_ms += n * unit_ms(canonical)? as f64;
+        rest = rest[unit_len..].trim_start_matches([',', ' ']);
+    }
+    if reasons.is_empty() || !total_ms.is_finite() || total_ms > 100.0 * 365.0 * 86_400_000.0 {
+        return None;
+    }
+    Some((
+        reasons.join("; "),
+        Duration::from_millis(total_ms.round() as u64),
+    ))
+}
+
+/// "1 problem", "2 problems".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Formats a duration compactly for tables: `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d4h`.
@@ -148,6 +222,32 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
+    }
+
+    /// What people write instead, and what they are told to write.
+    #[test]
+    fn near_misses_say_what_to_write() {
+        for (bad, why, fix) in [
+            ("1.5h", "no fractions", "`1h30m`"),
+            ("30 s", "no spaces", "`30s`"),
+            ("5 minutes", "units are ms, s, m, h and d", "`5m`"),
+            ("2 hours 30 minutes", "no spaces", "`2h30m`"),
+            ("1h 30m", "no spaces", "`1h30m`"),
+            ("0.5s", "no fractions", "`500ms`"),
+            ("90secs", "units are", "`1m30s`"),
+            ("1 day", "units are", "`1d`"),
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.ends_with(&format!("write {fix}")), "{bad}: {e}");
+        }
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("unknown unit `x`")
+        );
+        assert_eq!(count(1, "problem"), "1 problem");
+        assert_eq!(count(2, "problem"), "2 problems");
     }
 
     #[test]

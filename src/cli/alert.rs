@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::output::{local, opt_local, print_json, print_table, rfc3339, table};
+use super::output::{human, opt_human, print_json, print_table, rfc3339, table};
 use super::{CliError, CliResult, Ctx};
 use crate::alert::Event;
 use crate::alert::deliver::Deliverer;
@@ -83,7 +83,7 @@ pub fn list(ctx: &Ctx) -> CliResult {
             } else {
                 crate::units::format_duration_spec(r.throttle)
             },
-            opt_local(last.get(&r.name).copied()),
+            opt_human(last.get(&r.name).copied()),
         ]);
     }
     print_table(&t);
@@ -199,7 +199,7 @@ pub fn history(ctx: &Ctx, limit: u32) -> CliResult {
     for a in &alerts {
         t.add_row(vec![
             a.id.to_string(),
-            local(a.created_at),
+            human(a.created_at),
             a.rule.clone(),
             a.channel.clone(),
             a.job.clone().unwrap_or_else(|| "-".into()),

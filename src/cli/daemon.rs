@@ -16,10 +16,27 @@ pub fn run(ctx: &Ctx) -> CliResult {
         data_dir: ctx.data_dir.clone(),
         clock: Arc::new(SystemClock),
         sentinel: Some(crate::exec::self_exe()),
+        housekeeping: housekeeping()?,
     };
     match runtime.block_on(daemon::run(opts)) {
         Ok(()) => Ok(()),
         Err(DaemonError::Config(d)) => Err(CliError::Config(d)),
         Err(e) => Err(CliError::Failed(e.to_string())),
+    }
+}
+
+/// `WORKER_HOUSEKEEPING` (a duration) shortens the housekeeping interval: for tests that must
+/// see a run outlive several passes without waiting minutes. Not a setting for production.
+fn housekeeping() -> Result<std::time::Duration, CliError> {
+    match std::env::var("WORKER_HOUSEKEEPING") {
+        Ok(v) => crate::units::parse_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "WORKER_HOUSEKEEPING: `{v}` is not a positive duration (e.g. 2s)"
+                ))
+            }),
+        Err(_) => Ok(daemon::HOUSEKEEPING),
     }
 }

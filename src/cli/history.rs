@@ -3,10 +3,11 @@
 use serde_json::Value;
 
 use super::output::{
-    attempt_json, exit_text, opt_local, print_json, print_table, run_duration_ms, run_json, table,
+    attempt_json, exit_text, opt_human, print_json, print_table, run_duration_ms, run_json, table,
 };
 use super::{CliError, CliResult, Ctx};
-use crate::model::RunId;
+use crate::exec::capture;
+use crate::model::{RunId, RunState};
 use crate::store::RunFilter;
 use crate::units::format_duration;
 
@@ -67,7 +68,7 @@ pub fn history(ctx: &Ctx, job: Option<String>, limit: u32) -> CliResult {
             r.state.to_string(),
             r.trigger.to_string(),
             attempt_col,
-            opt_local(r.started_at),
+            opt_human(r.started_at),
             ms_text(run_duration_ms(r)),
             exit_text(r.exit_code, r.signal),
         ]);
@@ -76,8 +77,11 @@ pub fn history(ctx: &Ctx, job: Option<String>, limit: u32) -> CliResult {
     Ok(())
 }
 
+/// Lines of output `show` prints for a running run.
+const SHOW_TAIL_LINES: usize = 20;
+
 pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
-    let (_, mut store) = ctx.store()?;
+    let (data, mut store) = ctx.store()?;
     let found = store.read(|tx| {
         let Some(run) = tx.run(id)? else {
             return Ok(None);
@@ -88,9 +92,16 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
     let Some((run, attempts)) = found else {
         return Err(CliError::Failed(format!("run {id} does not exist")));
     };
+    let now = chrono::Utc::now();
+    // While it runs: how long the current attempt has been going, and what it printed so far.
+    let current = attempts
+        .last()
+        .filter(|a| run.state == RunState::Running && a.finished_at.is_none());
+    let elapsed = current.map(|a| (now - a.started_at).to_std().unwrap_or_default());
     if ctx.json {
         let mut o = run_json(&run);
         o["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
+        o["elapsed_ms"] = elapsed.map_or(Value::Null, |e| (e.as_millis() as u64).into());
         print_json(&Value::Array(vec![o]));
         return Ok(());
     }
@@ -117,13 +128,19 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
     if let Some(s) = &run.schedule {
         field(
             "schedule",
-            format!("{s} (fire {})", opt_local(run.scheduled_at)),
+            format!("{s} (fire {})", opt_human(run.scheduled_at)),
         );
     }
-    field("created", opt_local(Some(run.created_at)));
-    field("due", opt_local(Some(run.due_at)));
-    field("started", opt_local(run.started_at));
-    field("finished", opt_local(run.finished_at));
+    field("created", opt_human(Some(run.created_at)));
+    field("due", opt_human(Some(run.due_at)));
+    field("started", opt_human(run.started_at));
+    if let (Some(e), Some(a)) = (elapsed, current) {
+        field(
+            "elapsed",
+            format!("{} (attempt {}, running)", format_duration(e), a.number),
+        );
+    }
+    field("finished", opt_human(run.finished_at));
     if let Some(e) = &run.error {
         field("error", e.clone());
     }
@@ -135,7 +152,7 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
         for a in &attempts {
             t.add_row(vec![
                 a.number.to_string(),
-                opt_local(Some(a.started_at)),
+                opt_human(Some(a.started_at)),
                 ms_text(a.finished_at.map(|f| (f - a.started_at).num_milliseconds())),
                 a.outcome.clone().unwrap_or_else(|| "running".into()),
                 exit_text(a.exit_code, a.signal),
@@ -146,6 +163,18 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
             ]);
         }
         print_table(&t);
+    }
+    if let Some(a) = current {
+        let tail = capture::last_lines(&data.log_path(id, a.seq), SHOW_TAIL_LINES);
+        println!();
+        if tail.is_empty() {
+            println!("no output yet (`worker logs {id} -f` follows it)");
+        } else {
+            println!(
+                "output so far (last {SHOW_TAIL_LINES} lines; `worker logs {id} -f` follows it):"
+            );
+            println!("{tail}");
+        }
     }
     Ok(())
 }

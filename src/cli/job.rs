@@ -321,14 +321,8 @@ impl Foreground {
     }
 
     fn recover_dead_owners(&mut self) -> CliResult {
-        let now = chrono::Utc::now();
-        for owner in self.store.read(|tx| tx.owners())? {
-            if owner != self.lease.id && !self.data.lease_alive(&owner) {
-                let config = &self.config;
-                self.store
-                    .write(|tx| lifecycle::recover(tx, config, &owner, now, fastrand::f64()))?;
-            }
-        }
+        let me = self.lease.id.clone();
+        runner::recover_dead_owners(&self.config, &self.data, &mut self.store, Some(&me))?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::output::{local, print_json, print_table, rfc3339, table};
+use super::output::{human, print_json, print_table, rfc3339, table};
 use super::schedules::in_zone;
 use super::{CliResult, Ctx};
 use crate::config::{Config, JobDef, ScheduleDef};
@@ -23,8 +23,9 @@ fn next_fire<'c>(
 
 pub fn run(ctx: &Ctx) -> CliResult {
     let config = ctx.config()?;
-    let (_, mut store) = ctx.store()?;
+    let (data, mut store) = ctx.store()?;
     let last = store.read(|tx| tx.last_finished_per_job())?;
+    super::drift::warn(ctx, &data, &mut store);
     let now = chrono::Utc::now();
     if ctx.json {
         let jobs: Vec<_> = config
@@ -65,7 +66,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
     for j in config.jobs.values() {
         let last_run = last
             .get(&j.name)
-            .map(|(s, t)| format!("{s} {}", local(*t)))
+            .map(|(s, t)| format!("{s} {}", human(*t)))
             .unwrap_or_else(|| "-".into());
         let schedules: Vec<&str> = config
             .schedules_of(&j.name)
@@ -82,7 +83,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
             },
             last_run,
             next_fire(&config, j, now)
-                .map(|(s, t)| in_zone(s, t))
+                .map(|(_, t)| human(t))
                 .unwrap_or_else(|| "-".into()),
         ]);
     }

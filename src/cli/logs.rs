@@ -1,11 +1,15 @@
-//! `worker logs`.
+//! `worker logs`: a run's captured output, or (`--follow`) its output as it is written.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use super::output::bytes;
+use super::output::{bytes, human};
 use super::{CliError, CliResult, Ctx};
 use crate::exec::capture;
-use crate::model::RunId;
+use crate::model::{Attempt, RunId, RunState};
+use crate::store::StoreError;
 
 pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
     let (data, mut store) = ctx.store()?;
@@ -64,4 +68,163 @@ pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
             }
         })
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// How often `logs --follow` looks for new output and for the run's state (a person watches:
+/// a tenth of a second feels live and costs nothing measurable).
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// `worker logs RUN --follow`: the current attempt's output so far, then everything it writes,
+/// across retries, until the run ends. Exit 0 if it succeeded, 1 if not.
+pub fn follow(ctx: &Ctx, id: RunId) -> CliResult {
+    let (data, mut store) = ctx.store()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut current: Option<(u32, Tail)> = None;
+    let mut said_waiting = false;
+    let mut announced: Option<u32> = None;
+    loop {
+        let found = store.read(|tx| {
+            let Some(run) = tx.run(id)? else {
+                return Ok(None);
+            };
+            Ok::<_, StoreError>(Some((run, tx.attempts(id)?)))
+        })?;
+        let Some((run, attempts)) = found else {
+            return Err(CliError::Failed(format!("run {id} does not exist")));
+        };
+        if let Some(latest) = attempts.last() {
+            if current.as_ref().is_none_or(|(seq, _)| *seq != latest.seq) {
+                // A new attempt: finish the previous one's output, say how it ended.
+                if let Some((seq, mut tail)) = current.take() {
+                    tail.pump(&mut stdout)?;
+                    if let Some(prev) = attempts.iter().find(|a| a.seq == seq) {
+                        eprintln!("[worker: attempt {} {}]", prev.number, ended(prev));
+                    }
+                }
+                if announced.is_some() || attempts.len() > 1 {
+                    eprintln!(
+                        "[worker: attempt {}/{} started {}]",
+                        latest.number,
+                        run.max_attempts,
+                        human(latest.started_at)
+                    );
+                }
+                announced = Some(latest.seq);
+                current = Some((latest.seq, Tail::new(data.log_path(id, latest.seq))));
+            }
+        } else if !said_waiting && !run.state.is_final() {
+            eprintln!(
+                "[worker: run {id} is {}; waiting for it to start]",
+                run.state
+            );
+            said_waiting = true;
+        }
+        if let Some((_, tail)) = current.as_mut() {
+            tail.pump(&mut stdout)?;
+        }
+        if run.state.is_final() {
+            // The attempt's output is complete once its end is recorded: take the rest.
+            if let Some((_, tail)) = current.as_mut() {
+                tail.pump(&mut stdout)?;
+            }
+            return match run.state {
+                RunState::Succeeded => Ok(()),
+                s => Err(CliError::Failed(format!(
+                    "run {id} ended {s}{}",
+                    run.error.map(|e| format!(": {e}")).unwrap_or_default()
+                ))),
+            };
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// "failed (exit code 1)", "succeeded", … for an attempt that ended.
+fn ended(a: &Attempt) -> String {
+    let outcome = a.outcome.as_deref().unwrap_or("ended");
+    match &a.error {
+        Some(e) if outcome != "succeeded" => format!("{outcome} ({e})"),
+        _ => outcome.to_string(),
+    }
+}
+
+/// Follows one attempt's captured log as it grows, across the rotations of its cap (the full
+/// `N.log` becomes `N.log.1` and a new `N.log` starts).
+struct Tail {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// The inode of `file`, to notice a rotation.
+    ino: u64,
+    /// Whether a file was opened yet (the first open also prints the rotated half).
+    opened: bool,
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    fn new(path: PathBuf) -> Tail {
+        Tail {
+            path,
+            file: None,
+            ino: 0,
+            opened: false,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Copies whatever was written since the last call to `out`.
+    fn pump(&mut self, out: &mut impl Write) -> CliResult {
+        let fail = |e: std::io::Error| CliError::Failed(format!("reading output: {e}"));
+        loop {
+            if self.file.is_none() {
+                let f = match std::fs::File::open(&self.path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(fail(e)),
+                };
+                self.ino = f.metadata().map_err(fail)?.ino();
+                if !self.opened {
+                    // What was written before the last rotation comes first.
+                    let older = capture::read_tail(&capture::rotated_path(&self.path), u64::MAX)
+                        .map_err(fail)?;
+                    if let Some(older) = older {
+                        write_out(out, &older)?;
+                    }
+                    self.opened = true;
+                }
+                self.file = Some(f);
+            }
+            let Some(file) = self.file.as_mut() else {
+                return Ok(());
+            };
+            loop {
+                let n = file.read(&mut self.buf).map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                write_out(out, &self.buf[..n])?;
+            }
+            // Rotated (a new file at the path) or truncated (one write larger than the cap)?
+            let pos = file.stream_position().map_err(fail)?;
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.ino() != self.ino => {
+                    // Ours is complete: the writer renamed it before starting the new one.
+                    self.file = None;
+                }
+                Ok(m) if m.len() < pos => {
+                    file.seek(std::io::SeekFrom::Start(0)).map_err(fail)?;
+                    eprintln!("[worker: output beyond the cap was dropped]");
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends quietly.
+fn write_out(out: &mut impl Write, bytes: &[u8]) -> CliResult {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::Exit(0)),
+        Err(e) => Err(CliError::Failed(e.to_string())),
+    }
 }

@@ -4,12 +4,14 @@
 
 mod alert;
 mod daemon;
+mod drift;
 mod history;
 mod job;
 mod list;
 mod logs;
 mod output;
 mod queue;
+mod reload;
 mod schedules;
 mod status;
 mod validate;
@@ -23,13 +25,10 @@ use crate::datadir::DataDir;
 use crate::model::{Priority, RunId};
 use crate::store::{Durability, Store};
 
-/// `0.1.0 (abc123def456)`: the crate version and the git commit it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("WORKER_GIT_COMMIT"),
-    ")"
-);
+pub use crate::VERSION;
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 /// worker: run jobs on schedules and from a durable queue, with retries, dependencies and alerts.
 #[derive(Debug, Parser)]
@@ -45,6 +44,7 @@ pub struct Cli {
         short = 'c',
         long = "config",
         global = true,
+        help_heading = GLOBAL,
         env = "WORKER_CONFIG",
         default_value = ".",
         value_name = "DIR"
@@ -55,23 +55,28 @@ pub struct Cli {
         short = 'd',
         long = "data-dir",
         global = true,
+        help_heading = GLOBAL,
         env = "WORKER_DATA_DIR",
         value_name = "DIR"
     )]
     pub data_dir: Option<PathBuf>,
     /// Print machine-readable JSON (one document on stdout).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
+    /// Print times in UTC instead of local time (human output; JSON is always UTC).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub utc: bool,
     /// More log output (-v debug, -vv trace). WORKER_LOG takes a full tracing filter.
-    #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Count)]
+    #[arg(short = 'v', long = "verbose", global = true, help_heading = GLOBAL, action = ArgAction::Count)]
     pub verbose: u8,
     /// Less log output (-q warnings, -qq errors only).
-    #[arg(short = 'q', long = "quiet", global = true, action = ArgAction::Count)]
+    #[arg(short = 'q', long = "quiet", global = true, help_heading = GLOBAL, action = ArgAction::Count)]
     pub quiet: u8,
     /// Log line format: auto (journal under systemd, human otherwise), human, journal or json.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         env = "WORKER_LOG_FORMAT",
         default_value = "auto",
@@ -131,13 +136,22 @@ pub enum Command {
     },
     /// Print the captured output of a run (its last attempt unless --attempt).
     Logs {
+        /// The run (its id, as `queue:add` printed it).
         run_id: RunId,
         /// Attempt number (WORKER_ATTEMPT).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         attempt: Option<u32>,
+        /// Keep printing output as it is written, across retries, until the run ends: exit 0 if
+        /// it succeeded, 1 if not.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
-    /// Show one run in full, with each attempt and how long it took.
-    Show { run_id: RunId },
+    /// Show one run in full, with each attempt and how long it took (and, while it runs, its
+    /// elapsed time and output so far).
+    Show {
+        /// The run (its id).
+        run_id: RunId,
+    },
     /// Enqueue runs for the daemon; prints their ids.
     #[command(name = "queue:add")]
     QueueAdd(queue::AddArgs),
@@ -147,9 +161,9 @@ pub enum Command {
         /// Also list finished runs.
         #[arg(long)]
         all: bool,
-        /// At most this many runs.
-        #[arg(long)]
-        limit: Option<u32>,
+        /// At most this many runs (a line says how many more there are).
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u32,
     },
     /// Counts per state and per job; success rate and p50/p95 duration per job.
     #[command(name = "queue:stats")]
@@ -157,9 +171,9 @@ pub enum Command {
     /// The dead-letter queue: runs that exhausted their attempts.
     #[command(name = "queue:dlq")]
     QueueDlq {
-        /// At most this many runs.
-        #[arg(long)]
-        limit: Option<u32>,
+        /// At most this many runs (a line says how many more there are).
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u32,
     },
     /// Re-enqueue dead runs as new runs; prints the new ids.
     #[command(name = "queue:retry")]
@@ -174,9 +188,10 @@ pub enum Command {
         #[arg(long, requires = "all")]
         job: Option<String>,
     },
-    /// Cancel a run that has not started, or stop a running one (its whole process group).
+    /// Cancel a run that has not started, or stop a running one (its whole process group);
+    /// with --all, every unfinished run (or those of one job, or in one state).
     #[command(name = "queue:cancel")]
-    QueueCancel { run_id: RunId },
+    QueueCancel(queue::CancelArgs),
     /// Delete dead-letter entries and/or finished history.
     #[command(name = "queue:purge")]
     QueuePurge {
@@ -192,7 +207,10 @@ pub enum Command {
     AlertList,
     /// Send a test alert through a channel now: exit 0 if delivered, 1 with the error if not.
     #[command(name = "alert:test")]
-    AlertTest { channel: String },
+    AlertTest {
+        /// A channel of alerts.yaml.
+        channel: String,
+    },
     /// Alerts, newest first: sent, suppressed, failed or pending, with attempts and errors.
     #[command(name = "alert:history")]
     AlertHistory {
@@ -200,11 +218,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Ask the running daemon to load the configuration again, and wait for its verdict: exit 0
+    /// when it applied it, 1 with every problem when it rejected it (it keeps the previous one).
+    Reload,
     /// Is the daemon running and healthy: pid, uptime, counts, next fires, last failures.
     /// Exit 0 when healthy, 1 otherwise (a health check).
     Status,
     /// Print a shell completion script (e.g. `worker completions bash > /etc/bash_completion.d/worker`).
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -339,6 +361,7 @@ pub fn main() -> i32 {
         }
     }
     init_logging(cli.verbose, cli.quiet, cli.log_format);
+    output::use_utc(cli.utc);
     crate::alert::deliver::install_crypto();
     let data_dir = cli
         .data_dir
@@ -361,9 +384,8 @@ pub fn main() -> i32 {
                         eprintln!("{}", crate::config::secrets::mask_published(&p.to_string()));
                     }
                     eprintln!(
-                        "error: invalid configuration ({} problem{})",
-                        d.len(),
-                        if d.len() == 1 { "" } else { "s" }
+                        "error: invalid configuration ({})",
+                        crate::units::count(d.len(), "problem")
                     );
                 }
                 CliError::Exit(_) => {}
@@ -388,13 +410,23 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::Validate => validate::run(ctx),
         Command::History { job, limit } => history::history(ctx, job, limit),
         Command::Show { run_id } => history::show(ctx, run_id),
-        Command::Logs { run_id, attempt } => logs::run(ctx, run_id, attempt),
+        Command::Logs {
+            run_id,
+            attempt,
+            follow,
+        } => {
+            if follow {
+                logs::follow(ctx, run_id)
+            } else {
+                logs::run(ctx, run_id, attempt)
+            }
+        }
         Command::QueueAdd(args) => queue::add(ctx, args),
         Command::QueueList { all, limit } => queue::list(ctx, all, limit),
         Command::QueueStats => queue::stats(ctx),
         Command::QueueDlq { limit } => queue::dlq(ctx, limit),
         Command::QueueRetry { run_id, all, job } => queue::retry(ctx, run_id, all, job),
-        Command::QueueCancel { run_id } => queue::cancel(ctx, run_id),
+        Command::QueueCancel(args) => queue::cancel(ctx, args),
         Command::QueuePurge {
             dlq,
             finished_before,
@@ -403,6 +435,7 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::AlertTest { channel } => alert::test(ctx, &channel),
         Command::AlertHistory { limit } => alert::history(ctx, limit),
         Command::Status => status::run(ctx),
+        Command::Reload => reload::run(ctx),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "worker", &mut std::io::stdout());
@@ -428,4 +461,34 @@ fn init_logging(verbose: u8, quiet: u8, format: crate::logging::LogFormat) {
         _ => "error",
     };
     crate::logging::init(level, format);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every positional argument of every command says what it is, and the options every
+    /// command takes are under their own heading.
+    #[test]
+    fn every_argument_has_help_and_global_options_their_heading() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            for arg in sub.get_positionals() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "`worker {} <{}>` has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+        for arg in cli.get_arguments().filter(|a| a.is_global_set()) {
+            assert_eq!(
+                arg.get_help_heading(),
+                Some(super::GLOBAL),
+                "--{}",
+                arg.get_id()
+            );
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Output: aligned tables for people, JSON for machines, and the shared run object.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use comfy_table::{Cell, Table, presets};
 use serde_json::{Value, json};
 
@@ -38,15 +40,38 @@ pub fn opt_rfc3339(t: Option<Time>) -> Value {
     t.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
 }
 
-/// Local time for tables.
-pub fn local(t: Time) -> String {
-    t.with_timezone(&chrono::Local)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+/// Set by `--utc`: human tables print UTC instead of local time.
+static UTC: AtomicBool = AtomicBool::new(false);
+
+/// Makes every human time UTC (`--utc`).
+pub fn use_utc(on: bool) {
+    UTC.store(on, Ordering::Relaxed);
 }
 
-pub fn opt_local(t: Option<Time>) -> String {
-    t.map(local).unwrap_or_else(|| "-".into())
+/// A time for people, always with its zone: local time and its UTC offset
+/// (`2026-11-30 21:15:03 +01:00`), or `2026-11-30 20:15:03 UTC` under `--utc` or wherever the
+/// local offset is zero. JSON keeps RFC 3339 in UTC ([`rfc3339`]).
+pub fn human(t: Time) -> String {
+    let local = t.with_timezone(&chrono::Local);
+    if UTC.load(Ordering::Relaxed) || local.offset().local_minus_utc() == 0 {
+        t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    } else {
+        local.format("%Y-%m-%d %H:%M:%S %:z").to_string()
+    }
+}
+
+pub fn opt_human(t: Option<Time>) -> String {
+    t.map(human).unwrap_or_else(|| "-".into())
+}
+
+/// A schedule's fire time, in the schedule's own zone as cron reads it, RFC 3339
+/// (`2026-03-08T03:00:00-04:00`); in UTC under `--utc` (`2026-03-08T07:00:00Z`).
+pub fn in_zone(tz: chrono_tz::Tz, t: Time) -> String {
+    if UTC.load(Ordering::Relaxed) {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    } else {
+        t.with_timezone(&tz).to_rfc3339()
+    }
 }
 
 /// "in 4m05s" / "4m05s ago".

@@ -6,8 +6,9 @@ use std::io::BufRead;
 use chrono::DateTime;
 use serde_json::{Value, json};
 
+use super::drift::DaemonView;
 use super::output::{
-    exit_text, local, opt_local, print_json, print_table, relative, run_json, table,
+    exit_text, human, opt_human, print_json, print_table, relative, run_json, table,
 };
 use super::{CliError, CliResult, Ctx, parse_env, parse_priority};
 use crate::config::Config;
@@ -179,6 +180,7 @@ fn print_runs_or_ids(ctx: &Ctx, store: &mut Store, ids: &[RunId]) -> CliResult {
 fn waiting_reason(
     tx: &crate::store::Tx<'_>,
     config: Option<&Config>,
+    daemon: &DaemonView,
     run: &crate::model::Run,
     running: &std::collections::HashMap<String, u32>,
     now: Time,
@@ -204,7 +206,16 @@ fn waiting_reason(
             lifecycle::queued_reason(config, &run.job, running),
         ) {
             (Some(o), _) => format!("reserved by {o}"),
+            (None, _) if config.is_some_and(|c| c.job(&run.job).is_none()) => format!(
+                "job `{}` is not defined: add jobs/{}.yaml, then `worker reload`",
+                run.job, run.job
+            ),
+            (None, _) if daemon.lacks_job(&run.job) => format!(
+                "waiting for a reload: the daemon does not run job `{}` yet (`worker reload`)",
+                run.job
+            ),
             (None, Some(r)) => r,
+            (None, None) if daemon.info.is_none() => "ready (no daemon is running)".into(),
             (None, None) => "ready".into(),
         },
         RunState::Running => match &run.owner {
@@ -215,10 +226,11 @@ fn waiting_reason(
     })
 }
 
-pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
+pub fn list(ctx: &Ctx, all: bool, limit: u32) -> CliResult {
     // Limits come from the configuration; a broken one only loses the explanation.
     let config = Config::load(&ctx.config_dir).ok();
-    let (_, mut store) = ctx.store()?;
+    let (data, mut store) = ctx.store()?;
+    let daemon = DaemonView::read(&data, &mut store)?;
     let now = chrono::Utc::now();
     let states = if all {
         Vec::new()
@@ -233,19 +245,22 @@ pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
     };
     let filter = RunFilter {
         states,
-        limit,
+        limit: Some(limit),
         ..Default::default()
     };
-    let rows = store.read(|tx| {
+    // Memory is bounded by the page, not by the table: one page of runs, one count.
+    let (rows, total) = store.read(|tx| {
         let runs = tx.list_runs(&filter)?;
         let running = tx.running_counts()?;
         let mut out = Vec::with_capacity(runs.len());
         for r in runs {
-            let why = waiting_reason(tx, config.as_ref(), &r, &running, now)?;
+            let why = waiting_reason(tx, config.as_ref(), &daemon, &r, &running, now)?;
             out.push((r, why));
         }
-        Ok::<_, StoreError>(out)
+        let total = tx.count_runs(&filter)?;
+        Ok::<_, StoreError>((out, total))
     })?;
+    let more = total.saturating_sub(rows.len() as u64);
     if ctx.json {
         let v: Vec<Value> = rows
             .iter()
@@ -260,6 +275,9 @@ pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
             })
             .collect();
         print_json(&Value::Array(v));
+        if more > 0 {
+            eprintln!("worker: {more} more not shown (--limit {limit})");
+        }
         return Ok(());
     }
     if rows.is_empty() {
@@ -285,9 +303,9 @@ pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
     ]);
     for (r, why) in &rows {
         let when = match r.state {
-            RunState::Running => opt_local(r.started_at),
-            s if s.is_final() => opt_local(r.finished_at),
-            _ => local(r.due_at),
+            RunState::Running => opt_human(r.started_at),
+            s if s.is_final() => opt_human(r.finished_at),
+            _ => human(r.due_at),
         };
         let deps = if r.depends_on.is_empty() {
             "-".into()
@@ -310,7 +328,15 @@ pub fn list(ctx: &Ctx, all: bool, limit: Option<u32>) -> CliResult {
         ]);
     }
     print_table(&t);
+    say_more(more, limit);
     Ok(())
+}
+
+/// The line under a listing cut at its page.
+fn say_more(more: u64, limit: u32) {
+    if more > 0 {
+        println!("… and {more} more (showing the first {limit}; --limit N to see more)");
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -405,17 +431,21 @@ pub fn stats(ctx: &Ctx) -> CliResult {
     Ok(())
 }
 
-pub fn dlq(ctx: &Ctx, limit: Option<u32>) -> CliResult {
+pub fn dlq(ctx: &Ctx, limit: u32) -> CliResult {
     let (_, mut store) = ctx.store()?;
-    let runs = store.read(|tx| {
-        tx.list_runs(&RunFilter {
-            dlq: true,
-            limit,
-            ..Default::default()
-        })
-    })?;
+    let filter = RunFilter {
+        dlq: true,
+        limit: Some(limit),
+        ..Default::default()
+    };
+    let (runs, total) =
+        store.read(|tx| Ok::<_, StoreError>((tx.list_runs(&filter)?, tx.count_runs(&filter)?)))?;
+    let more = total.saturating_sub(runs.len() as u64);
     if ctx.json {
         print_json(&Value::Array(runs.iter().map(run_json).collect()));
+        if more > 0 {
+            eprintln!("worker: {more} more not shown (--limit {limit})");
+        }
         return Ok(());
     }
     if runs.is_empty() {
@@ -437,10 +467,11 @@ pub fn dlq(ctx: &Ctx, limit: Option<u32>) -> CliResult {
             format!("{}/{}", r.attempt, r.max_attempts),
             r.error.clone().unwrap_or_default(),
             exit_text(r.exit_code, r.signal),
-            opt_local(r.finished_at),
+            opt_human(r.finished_at),
         ]);
     }
     print_table(&t);
+    say_more(more, limit);
     Ok(())
 }
 
@@ -491,19 +522,50 @@ fn lenient_config(ctx: &Ctx) -> Config {
 
 /// Recovers runs held by processes that died (so cancelling one of them does not wait forever).
 fn recover_dead_owners(config: &Config, data: &DataDir, store: &mut Store) -> CliResult {
-    let now = chrono::Utc::now();
-    for owner in store.read(|tx| tx.owners())? {
-        if !data.lease_alive(&owner) {
-            store.write(|tx| lifecycle::recover(tx, config, &owner, now, fastrand::f64()))?;
-        }
-    }
+    crate::runner::recover_dead_owners(config, data, store, None)?;
     Ok(())
 }
 
-pub fn cancel(ctx: &Ctx, id: RunId) -> CliResult {
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The run to cancel (its id).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub run_id: Option<RunId>,
+    /// Every unfinished run (narrowed by --job and --state).
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only this job's runs.
+    #[arg(long, requires = "all", value_name = "NAME")]
+    pub job: Option<String>,
+    /// With --all: only runs in this state (repeatable).
+    #[arg(long, requires = "all", value_name = "STATE", value_parser = parse_unfinished_state)]
+    pub state: Vec<RunState>,
+}
+
+/// A state a run can be cancelled in.
+fn parse_unfinished_state(s: &str) -> Result<RunState, String> {
+    match s.parse::<RunState>() {
+        Ok(st) if !st.is_final() => Ok(st),
+        Ok(st) => Err(format!(
+            "runs in state `{st}` have finished: nothing to cancel"
+        )),
+        Err(_) => Err(format!(
+            "unknown state `{s}` (delayed, waiting, queued, running or retrying)"
+        )),
+    }
+}
+
+/// Runs cancelled per transaction by `queue:cancel --all`: each commit is short, so the daemon
+/// and other commands keep going while a large queue is cancelled.
+const CANCEL_BATCH: u32 = 1000;
+
+pub fn cancel(ctx: &Ctx, args: CancelArgs) -> CliResult {
     let (data, mut store) = ctx.store()?;
     let config = lenient_config(ctx);
     recover_dead_owners(&config, &data, &mut store)?;
+    let Some(id) = args.run_id else {
+        return cancel_all(ctx, &config, &data, &mut store, &args);
+    };
     let now = chrono::Utc::now();
     let result = store.write(|tx| lifecycle::cancel(tx, &config, id, now))?;
     wake::notify(&data);
@@ -531,6 +593,65 @@ pub fn cancel(ctx: &Ctx, id: RunId) -> CliResult {
     } else {
         Err(CliError::Failed(msg))
     }
+}
+
+/// `queue:cancel --all`: every matching unfinished run, a batch per transaction, newest first
+/// (so a selected dependent ends `cancelled` before the run it depends on is cancelled);
+/// dependents outside the selection are handled as for one cancel.
+fn cancel_all(
+    ctx: &Ctx,
+    config: &Config,
+    data: &DataDir,
+    store: &mut Store,
+    args: &CancelArgs,
+) -> CliResult {
+    if let Some(j) = &args.job {
+        let stored = store.read(|tx| {
+            tx.count_runs(&RunFilter {
+                job: Some(j.clone()),
+                limit: Some(1),
+                ..Default::default()
+            })
+        })?;
+        if config.job(j).is_none() && stored == 0 {
+            ctx.known_job(config, j)?;
+        }
+    }
+    let (mut cancelled, mut stopping) = (0u64, 0u64);
+    let mut before: RunId = RunId::MAX;
+    loop {
+        let now = chrono::Utc::now();
+        let batch = store.write(|tx| {
+            let ids = tx.unfinished_ids(before, args.job.as_deref(), &args.state, CANCEL_BATCH)?;
+            let (mut c, mut s) = (0u64, 0u64);
+            for &id in &ids {
+                match lifecycle::cancel(tx, config, id, now)? {
+                    Some(CancelResult::Cancelled) => c += 1,
+                    Some(CancelResult::Stopping) => s += 1,
+                    _ => {}
+                }
+            }
+            Ok::<_, StoreError>((ids, c, s))
+        })?;
+        let (ids, c, s) = batch;
+        cancelled += c;
+        stopping += s;
+        wake::notify(data);
+        match ids.last() {
+            Some(&last) if ids.len() as u32 == CANCEL_BATCH => before = last,
+            _ => break,
+        }
+    }
+    if ctx.json {
+        print_json(&json!({"cancelled": cancelled, "stopping": stopping}));
+    } else {
+        println!(
+            "{} cancelled; {} being stopped",
+            crate::units::count(cancelled as usize, "run"),
+            crate::units::count(stopping as usize, "running run"),
+        );
+    }
+    Ok(())
 }
 
 pub fn purge(ctx: &Ctx, dlq: bool, finished_before: Option<String>) -> CliResult {

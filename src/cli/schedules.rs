@@ -3,15 +3,20 @@
 use chrono::DateTime;
 use serde_json::{Value, json};
 
-use super::output::{local, print_json, print_table, table};
+use super::output::{human, print_json, print_table, table};
 use super::{CliError, CliResult, Ctx};
 use crate::config::ScheduleDef;
 use crate::model::Time;
 use crate::store::{FireRecord, StoreError};
 
-/// A fire time with the schedule's own UTC offset (`2026-03-08T03:00:00-04:00`).
+/// A fire time with the schedule's own UTC offset (`2026-03-08T03:00:00-04:00`), for JSON.
 pub fn in_zone(s: &ScheduleDef, t: Time) -> String {
     t.with_timezone(&s.timezone).to_rfc3339()
+}
+
+/// A fire time for the table: the schedule's own zone, or UTC under `--utc`.
+fn fire_time(s: &ScheduleDef, t: Time) -> String {
+    super::output::in_zone(s.timezone, t)
 }
 
 pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
@@ -22,7 +27,8 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
             .map_err(|e| CliError::Usage(format!("--from: `{f}` is not an RFC 3339 time ({e})")))?,
         None => chrono::Utc::now(),
     };
-    let (_, mut store) = ctx.store()?;
+    let (data, mut store) = ctx.store()?;
+    super::drift::warn(ctx, &data, &mut store);
     let last: Vec<Option<FireRecord>> = store.read(|tx| {
         config
             .schedules
@@ -89,13 +95,13 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
         let last = match l {
             None => "-".to_string(),
             Some(f) => match f.run_id {
-                Some(run) => format!("{} (run {run})", in_zone(s, f.fire_at)),
-                None => format!("{} ({})", in_zone(s, f.fire_at), f.outcome),
+                Some(run) => format!("{} (run {run})", fire_time(s, f.fire_at)),
+                None => format!("{} ({})", fire_time(s, f.fire_at), f.outcome),
             },
         };
         let next = if s.enabled {
             n.iter()
-                .map(|t| in_zone(s, *t))
+                .map(|t| fire_time(s, *t))
                 .collect::<Vec<_>>()
                 .join("\n")
         } else {
@@ -151,7 +157,7 @@ pub fn fires(ctx: &Ctx, schedule: Option<String>, limit: u32) -> CliResult {
             f.outcome.clone()
         };
         t.add_row(vec![
-            local(f.fire_at),
+            human(f.fire_at),
             f.schedule.clone(),
             f.job.clone(),
             outcome,

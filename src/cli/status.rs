@@ -1,24 +1,28 @@
 //! `worker status`: is the daemon alive, and what state is everything in. Exit 0 when healthy,
 //! 1 otherwise, so it serves as a health check.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use super::output::{local, opt_local, print_json, print_table, rfc3339, run_json, table};
+use super::drift::DaemonView;
+use super::output::{human, opt_human, print_json, print_table, rfc3339, run_json, table};
 use super::schedules::in_zone;
 use super::{CliError, CliResult, Ctx};
+use crate::VERSION;
 use crate::config::Config;
-use crate::datadir::running_daemon;
+use crate::datadir::DAEMON_LEASE;
 use crate::store::{RunFilter, StoreError};
-use crate::units::format_duration;
+use crate::units::{count, format_duration};
 
 /// The daemon records a heartbeat every minute; older than this, it is presumed stuck.
 const STALE: chrono::TimeDelta = chrono::TimeDelta::seconds(180);
 
 pub fn run(ctx: &Ctx) -> CliResult {
-    let data = ctx.data()?;
-    let daemon = running_daemon(&data);
-    let (_, mut store) = ctx.store()?;
-    let (counts, heartbeat, dead, failures) = store.read(|tx| {
+    let (data, mut store) = ctx.store()?;
+    let view = DaemonView::read(&data, &mut store)?;
+    let daemon = view.info.clone();
+    let (counts, heartbeat, dead, failures, owners) = store.read(|tx| {
         Ok::<_, StoreError>((
             tx.state_counts()?,
             tx.meta("heartbeat")?,
@@ -28,26 +32,59 @@ pub fn run(ctx: &Ctx) -> CliResult {
                 ..Default::default()
             })?,
             tx.alerts(5, Some("failed"))?,
+            tx.running()?,
         ))
     })?;
     let now = chrono::Utc::now();
     let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let config = match Config::load(&ctx.config_dir) {
         Ok(c) => Some(c),
         Err(d) => {
             problems.push(format!(
-                "the configuration has {} problem(s): run `worker validate`",
-                d.len()
+                "the configuration has {}: run `worker validate`",
+                count(d.len(), "problem")
             ));
             None
         }
     };
+    let drift = view.drift(&ctx.config_dir);
+    if let Some(d) = &drift {
+        warnings.push(d.message());
+    }
+    // Runs whose owner died: they are recovered, but not by this command (it only looks).
+    let mut orphaned: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &owners {
+        if let Some(o) = &r.owner {
+            let ours = o == DAEMON_LEASE && daemon.is_some();
+            if !ours && !data.lease_alive(o) {
+                *orphaned.entry(o.clone()).or_default() += 1;
+            }
+        }
+    }
+    for (owner, n) in &orphaned {
+        let who = if owner == DAEMON_LEASE {
+            "a daemon that is no longer running".to_string()
+        } else {
+            format!("`worker job` process {owner}, which died")
+        };
+        let when = match (owner == DAEMON_LEASE, daemon.is_some()) {
+            (true, _) | (false, false) => "the daemon recovers them when it starts",
+            (false, true) => {
+                "the daemon recovers them at its next housekeeping pass (within a minute)"
+            }
+        };
+        warnings.push(format!(
+            "{} left running by {who}: {when}",
+            count(*n, "run")
+        ));
+    }
     let heartbeat = heartbeat
         .and_then(|h| chrono::DateTime::parse_from_rfc3339(&h).ok())
         .map(|t| t.to_utc());
     let started = daemon
         .as_ref()
-        .and_then(|(_, s, _)| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d.started).ok())
         .map(|t| t.to_utc());
     match &daemon {
         None => problems.push(format!(
@@ -82,12 +119,20 @@ pub fn run(ctx: &Ctx) -> CliResult {
         print_json(&json!({
             "healthy": healthy,
             "problems": problems,
-            "daemon": daemon.as_ref().map(|(pid, _, version)| json!({
-                "pid": pid,
+            "warnings": warnings,
+            "version": VERSION,
+            "daemon": daemon.as_ref().map(|d| json!({
+                "pid": d.pid,
                 "started_at": started.map(rfc3339),
                 "uptime_s": uptime.map(|u| u.as_secs()),
-                "version": version,
+                "version": d.version,
                 "heartbeat_at": heartbeat.map(rfc3339),
+                "config": view.loaded.as_ref().map(|l| json!({
+                    "digest": l.digest,
+                    "loaded_at": rfc3339(l.loaded_at),
+                    "in_sync_with_disk": drift.is_none(),
+                    "changes": drift.as_ref().map(|d| d.json()["changes"].clone()),
+                })),
             })),
             "runs": counts,
             "next_fires": next.iter().map(|(n, j, _, at)| json!({"schedule": n, "job": j, "at": at})).collect::<Vec<_>>(),
@@ -98,12 +143,32 @@ pub fn run(ctx: &Ctx) -> CliResult {
             })).collect::<Vec<Value>>(),
         }));
     } else {
+        println!("worker     {VERSION}");
         match &daemon {
-            Some((pid, _, version)) => println!(
-                "daemon     running: pid {pid}, up {}, version {version}, last heartbeat {}",
-                uptime.map(format_duration).unwrap_or_else(|| "?".into()),
-                opt_local(heartbeat)
-            ),
+            Some(d) => {
+                let version = if d.version == VERSION {
+                    "the same version".to_string()
+                } else {
+                    format!("version {}", d.version)
+                };
+                println!(
+                    "daemon     running: pid {}, up {}, {version}, last heartbeat {}",
+                    d.pid,
+                    uptime.map(format_duration).unwrap_or_else(|| "?".into()),
+                    opt_human(heartbeat)
+                );
+                if let Some(l) = &view.loaded {
+                    println!(
+                        "config     loaded {}{}",
+                        human(l.loaded_at),
+                        if drift.is_none() {
+                            ", as on disk"
+                        } else {
+                            ", files changed since (see below)"
+                        }
+                    );
+                }
+            }
             None => println!("daemon     not running"),
         }
         let get = |s: &str| counts.get(s).copied().unwrap_or(0);
@@ -121,8 +186,8 @@ pub fn run(ctx: &Ctx) -> CliResult {
         if !next.is_empty() {
             println!("\nnext fires");
             let mut t = table(&["SCHEDULE", "JOB", "AT"]);
-            for (n, j, _, at) in &next {
-                t.add_row(vec![n.clone(), j.clone(), at.clone()]);
+            for (n, j, when, _) in &next {
+                t.add_row(vec![n.clone(), j.clone(), human(*when)]);
             }
             print_table(&t);
         }
@@ -134,7 +199,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
                     r.id.to_string(),
                     r.job.clone(),
                     r.error.clone().unwrap_or_default(),
-                    opt_local(r.finished_at),
+                    opt_human(r.finished_at),
                 ]);
             }
             print_table(&t);
@@ -145,7 +210,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
             for a in &failures {
                 t.add_row(vec![
                     a.id.to_string(),
-                    local(a.created_at),
+                    human(a.created_at),
                     a.channel.clone(),
                     a.event.clone(),
                     a.error.clone().unwrap_or_default(),
@@ -154,13 +219,16 @@ pub fn run(ctx: &Ctx) -> CliResult {
             print_table(&t);
         }
         println!();
+        for w in &warnings {
+            println!("warning: {w}");
+        }
         if healthy {
             println!("healthy");
         } else {
             for p in &problems {
                 println!("problem: {p}");
             }
-            println!("UNHEALTHY");
+            println!("UNHEALTHY: {}", count(problems.len(), "problem"));
         }
     }
     if healthy {

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod diag;
+pub mod fingerprint;
 pub mod interp;
 pub mod job;
 pub mod scheduler;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use alerts::{AlertsConfig, Channel, ChannelKind, Rule};
 pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use fingerprint::Fingerprint;
 pub use job::{Exec, JobDef};
 pub use scheduler::{CatchUp, Overlap, ScheduleDef, Settings};
 pub use secrets::Secrets;
@@ -39,6 +41,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Values to mask wherever text leaves the process.
     pub secrets: Secrets,
+    /// The files it was loaded from, as they were read.
+    pub sources: Fingerprint,
 }
 
 impl Config {
@@ -79,6 +83,7 @@ impl Config {
             schedules: Vec::new(),
             alerts: AlertsConfig::default(),
             secrets: Secrets::default(),
+            sources: Fingerprint::default(),
         }
     }
 
@@ -107,20 +112,25 @@ pub fn display_path(dir: &Path, rel: &str) -> String {
 }
 
 /// Reads and parses one optional YAML file. `None` when absent or broken (broken is reported).
-fn read_yaml(path: &Path, display: &str, diags: &mut Diagnostics) -> Option<(String, yaml::Node)> {
-    let src = match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(_) => {
-                diags.push(display, Pos::NONE, "not valid UTF-8 text");
-                return None;
-            }
-        },
+fn read_yaml(
+    dir: &Path,
+    rel: &str,
+    display: &str,
+    sources: &mut Fingerprint,
+    diags: &mut Diagnostics,
+) -> Option<(String, yaml::Node)> {
+    let bytes = match std::fs::read(dir.join(rel)) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             diags.push(display, Pos::NONE, format!("cannot read: {e}"));
             return None;
         }
+    };
+    sources.add(rel, &bytes);
+    let Ok(src) = String::from_utf8(bytes) else {
+        diags.push(display, Pos::NONE, "not valid UTF-8 text");
+        return None;
     };
     match yaml::parse(&src) {
         Ok(node) => Some((src, node)),
@@ -185,7 +195,7 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
     // reported as a dependency on a missing one.
     let all_names: BTreeSet<String> = job_files.iter().map(|(n, _)| n.clone()).collect();
     let mut references: Vec<(String, String, Pos)> = Vec::new();
-    for (name, path) in &job_files {
+    for (name, _) in &job_files {
         let display = display_path(dir, &format!("jobs/{name}.yaml"));
         if !is_valid_name(name) {
             diags.push(
@@ -195,7 +205,8 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
             );
             continue;
         }
-        let Some((src, node)) = read_yaml(path, &display, diags) else {
+        let rel = format!("jobs/{name}.yaml");
+        let Some((src, node)) = read_yaml(dir, &rel, &display, &mut config.sources, diags) else {
             continue;
         };
         let mut ctx = yaml::Ctx::new(display.clone(), &src, env, diags);
@@ -218,7 +229,13 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
 
     // scheduler.yaml
     let sched_display = display_path(dir, "scheduler.yaml");
-    if let Some((src, node)) = read_yaml(&dir.join("scheduler.yaml"), &sched_display, diags) {
+    if let Some((src, node)) = read_yaml(
+        dir,
+        "scheduler.yaml",
+        &sched_display,
+        &mut config.sources,
+        diags,
+    ) {
         let mut ctx = yaml::Ctx::new(sched_display.clone(), &src, env, diags);
         if let Some(mut m) = ctx.map(&node, "scheduler.yaml") {
             config.settings = scheduler::parse_settings(&mut ctx, &mut m);
@@ -237,7 +254,13 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
 
     // alerts.yaml: every value from the environment is a secret here.
     let alerts_display = display_path(dir, "alerts.yaml");
-    if let Some((src, node)) = read_yaml(&dir.join("alerts.yaml"), &alerts_display, diags) {
+    if let Some((src, node)) = read_yaml(
+        dir,
+        "alerts.yaml",
+        &alerts_display,
+        &mut config.sources,
+        diags,
+    ) {
         let mut ctx = yaml::Ctx::new(alerts_display.clone(), &src, env, diags);
         config.alerts = alerts::parse_alerts(&mut ctx, &node, &all_names, &mut config.secrets);
         for v in std::mem::take(&mut ctx.from_env) {

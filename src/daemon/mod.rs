@@ -12,6 +12,7 @@
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
 mod checkpoint;
+pub mod loaded;
 mod notify;
 mod schedules;
 mod trim;
@@ -29,7 +30,7 @@ use tracing::{debug, error, info, warn};
 use crate::alert::{self, Event, outbox::Outbox};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::datadir::{DAEMON_LEASE, DataDir, Lease, LockError};
+use crate::datadir::{DAEMON_LEASE, DataDir, Lease, LockError, Owner};
 use crate::exec::{Executor, StopReason, capture};
 use crate::model::{RunId, RunState, Time};
 use crate::queue::lifecycle;
@@ -38,8 +39,9 @@ use crate::runner;
 use crate::store::{Durability, Store, StoreError};
 use crate::wake;
 
-/// How often the idle daemon looks for runs left by dead foreground processes.
-const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// How often the daemon looks for runs left by dead foreground processes and records its
+/// heartbeat (the default of [`Options::housekeeping`]).
+pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How often finished history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a graceful stop spends delivering pending alerts.
@@ -54,6 +56,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Our own binary, to run as the sentinel (`None` disables it).
     pub sentinel: Option<PathBuf>,
+    /// How often housekeeping runs ([`HOUSEKEEPING`]; shorter in tests).
+    pub housekeeping: Duration,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -138,6 +142,8 @@ struct Engine {
     next_due_runs: Option<Time>,
     /// When the next fire deadline passes, as of the last look.
     next_deadline: Option<Time>,
+    /// How often housekeeping runs.
+    housekeeping: Duration,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -179,11 +185,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         external: true,
         next_due_runs: None,
         next_deadline: None,
+        housekeeping: opts.housekeeping,
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         _lease: lease,
     };
     engine.config_tx.send_replace(engine.config.clone());
-    engine.recover_all()?;
+    for (path, mode) in engine.data.loose_permissions() {
+        warn!(path = %path.display(), mode = format!("{mode:04o}"),
+            "the data directory is readable by other users, and captured output may hold secrets: chmod 700 it (files 600)");
+    }
+    engine.record_loaded();
+    engine.recover_all(true)?;
     engine.prune();
     engine.sync_schedules()?;
     engine.live_since = engine.clock.now();
@@ -233,25 +245,39 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 }
 
 impl Engine {
-    /// Recovers the runs of every dead owner: ours from a previous life, and those of foreground
-    /// `worker job` processes that died.
-    fn recover_all(&mut self) -> Result<(), StoreError> {
+    /// Recovers the runs of every provably dead owner (see [`recoverable`]): at start-up, ours
+    /// from a previous life; at any time, those of foreground `worker job` processes that died.
+    fn recover_all(&mut self, startup: bool) -> Result<(), StoreError> {
         let now = self.clock.now();
         let owners = self.store.read(|tx| tx.owners())?;
         for owner in owners {
-            let dead = owner == DAEMON_LEASE || !self.data.lease_alive(&owner);
-            if !dead {
-                continue;
-            }
+            // Held until the recovery committed: nobody takes a dead owner's lease meanwhile.
+            let guard = match recoverable(&owner, startup) {
+                Recoverable::Ours => None,
+                Recoverable::Never => continue,
+                Recoverable::IfDead => match self.data.probe(&owner) {
+                    Owner::Alive => continue,
+                    Owner::Dead(g) => Some(g),
+                },
+            };
             let config = self.config.clone();
             let recovered = self
                 .store
                 .write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))?;
+            drop(guard);
             for (run, state) in recovered {
                 warn!(run, owner = %owner, state = %state, "recovered a run left running by a process that died");
             }
         }
         Ok(())
+    }
+
+    /// Records the configuration now running, for `status`, `list` and `reload`.
+    fn record_loaded(&mut self) {
+        let loaded = loaded::Loaded::of(&self.config, self.clock.now());
+        if let Err(e) = self.store.write(|tx| loaded::record_loaded(tx, &loaded)) {
+            error!(error = %e, "cannot record the loaded configuration");
+        }
     }
 
     /// Deletes finished runs older than `history.keep_days`, and their output.
@@ -311,20 +337,23 @@ impl Engine {
             if !self.pending.is_empty() {
                 continue;
             }
-            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            if last_housekeeping.elapsed() >= self.housekeeping {
                 last_housekeeping = Instant::now();
-                if let Err(e) = self.recover_all() {
+                if let Err(e) = self.recover_all(false) {
                     error!(error = %e, "cannot check for runs of dead processes");
                 }
                 self.prune();
                 self.heartbeat();
+                self.exec.reap_orphans();
                 self.external = true;
                 if self.running.is_empty() {
                     trim::release_code_pages();
                 }
             }
             self.update_status(false);
-            let mut sleep_for = HOUSEKEEPING.saturating_sub(last_housekeeping.elapsed());
+            let mut sleep_for = self
+                .housekeeping
+                .saturating_sub(last_housekeeping.elapsed());
             if let Some(max) = self.notifier.max_sleep() {
                 sleep_for = sleep_for.min(max);
             }
@@ -541,39 +570,64 @@ impl Engine {
         ));
     }
 
-    /// SIGHUP: load the configuration again; keep the old one if the new one is invalid.
+    /// SIGHUP: load the configuration again; keep the old one if the new one is invalid. The
+    /// outcome is recorded for `worker reload`, which waits for it.
     fn reload(&mut self) {
         self.external = true;
-        match Config::load(&self.config.dir) {
+        // Read before the files: every request made until now is answered by this reload.
+        let request = self.store.read(loaded::latest_request).unwrap_or_else(|e| {
+            error!(error = %e, "cannot read reload requests");
+            0
+        });
+        let now = self.clock.now();
+        let outcome = match Config::load(&self.config.dir) {
             Ok(config) => {
+                let changes = self.config.sources.changes(&config.sources);
                 info!(
                     jobs = config.jobs.len(),
                     schedules = config.schedules.len(),
+                    changed = changes.len(),
                     "configuration reloaded"
                 );
+                let changes: Vec<String> = changes
+                    .into_iter()
+                    .map(|(file, change)| format!("{file} {}", change.as_str()))
+                    .collect();
+                for c in &changes {
+                    info!("{c}");
+                }
                 self.config = Arc::new(config);
                 self.config_tx.send_replace(self.config.clone());
                 self.warned_unknown.clear();
                 if let Err(e) = self.sync_schedules() {
                     error!(error = %e, "cannot update the schedules after a reload");
                 }
+                self.record_loaded();
+                loaded::Outcome {
+                    request,
+                    at: now,
+                    applied: true,
+                    problems: Vec::new(),
+                    changes,
+                    digest: self.config.sources.digest(),
+                }
             }
             Err(diags) => {
                 let secrets = &self.config.secrets;
-                for d in diags.iter() {
-                    error!("{}", secrets.mask(&d.to_string()));
+                let problems: Vec<String> =
+                    diags.iter().map(|d| secrets.mask(&d.to_string())).collect();
+                for p in &problems {
+                    error!("{p}");
                 }
                 error!(
                     problems = diags.len(),
                     "configuration rejected; still running the previous one"
                 );
                 // Alerted through the rules of the configuration still in force.
-                let now = self.clock.now();
                 let mut e = Event::new(crate::model::EventKind::ConfigError, None, now);
                 e.reason = Some(format!(
-                    "reload rejected ({} problem{}); still running the previous configuration:\n{}",
-                    diags.len(),
-                    if diags.len() == 1 { "" } else { "s" },
+                    "reload rejected ({}); still running the previous configuration:\n{}",
+                    crate::units::count(diags.len(), "problem"),
                     diags
                 ));
                 let config = self.config.clone();
@@ -581,7 +635,18 @@ impl Engine {
                     Ok(()) => self.outbox_wake.notify_one(),
                     Err(err) => error!(error = %err, "cannot record the config_error alert"),
                 }
+                loaded::Outcome {
+                    request,
+                    at: now,
+                    applied: false,
+                    problems,
+                    changes: Vec::new(),
+                    digest: self.config.sources.digest(),
+                }
             }
+        };
+        if let Err(e) = self.store.write(|tx| loaded::record_outcome(tx, &outcome)) {
+            error!(error = %e, "cannot record the reload's outcome");
         }
     }
 
@@ -717,6 +782,25 @@ impl Engine {
     }
 }
 
+/// Whose runs the daemon may recover, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recoverable {
+    /// Its own lease at start-up: the runs of the daemon that lived before (we hold the lock).
+    Ours,
+    /// A foreground process's: once its lease shows it dead.
+    IfDead,
+    /// Its own lease after start-up: these runs are alive, in this very process.
+    Never,
+}
+
+fn recoverable(owner: &str, startup: bool) -> Recoverable {
+    match (owner == DAEMON_LEASE, startup) {
+        (true, true) => Recoverable::Ours,
+        (true, false) => Recoverable::Never,
+        (false, _) => Recoverable::IfDead,
+    }
+}
+
 /// Time from `now` until `t` (zero if past).
 fn until(now: Time, t: Time) -> Duration {
     (t - now).to_std().unwrap_or(Duration::ZERO)
@@ -726,5 +810,20 @@ fn until(now: Time, t: Time) -> Duration {
 pub fn remove_logs(data: &DataDir, run: RunId, seqs: &[u32]) {
     for &seq in seqs {
         capture::remove(&data.log_path(run, seq));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon's own runs are recovered only at start-up; after that they are alive in this
+    /// very process, however long they run. Other owners are recovered once provably dead.
+    #[test]
+    fn the_daemon_recovers_its_own_runs_only_at_start_up() {
+        assert_eq!(recoverable(DAEMON_LEASE, true), Recoverable::Ours);
+        assert_eq!(recoverable(DAEMON_LEASE, false), Recoverable::Never);
+        assert_eq!(recoverable("job-12-34-abcd", true), Recoverable::IfDead);
+        assert_eq!(recoverable("job-12-34-abcd", false), Recoverable::IfDead);
     }
 }

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The rotated half of a log.
@@ -45,7 +46,7 @@ impl CappedLog {
             // This chunk alone fills the window: nothing before it survives.
             buf = &buf[buf.len() - self.limit as usize..];
             let _ = fs::remove_file(rotated_path(&self.path));
-            self.file = Some(File::create(&self.path)?);
+            self.file = Some(private(OpenOptions::new().truncate(true)).open(&self.path)?);
             self.current = 0;
         } else if self.current + buf.len() as u64 > self.limit {
             self.file = None;
@@ -55,10 +56,7 @@ impl CappedLog {
         let file = match &mut self.file {
             Some(f) => f,
             None => {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?;
+                let f = private(OpenOptions::new().append(true)).open(&self.path)?;
                 self.file.insert(f)
             }
         };
@@ -66,6 +64,11 @@ impl CappedLog {
         self.current += buf.len() as u64;
         Ok(())
     }
+}
+
+/// Created `0600` when missing: output can hold secrets.
+fn private(o: &mut OpenOptions) -> &mut OpenOptions {
+    o.write(true).create(true).mode(crate::datadir::FILE_MODE)
 }
 
 /// The last `limit` bytes of a captured log (both halves), or `None` when nothing was captured.

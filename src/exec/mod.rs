@@ -7,6 +7,7 @@
 //! the group is swept with SIGKILL once its leader has exited.
 
 pub mod capture;
+mod escape;
 pub mod sentinel;
 
 use std::collections::HashSet;
@@ -127,16 +128,26 @@ pub struct Executor {
     live: Mutex<HashSet<i32>>,
     /// Unique to this executor: in every job's environment, so the sentinel can find them.
     owner_token: String,
+    /// Attempts started, to give each its own marker (`WORKER_OWNER=TOKEN/N`).
+    started: std::sync::atomic::AtomicU64,
+    /// Whether we are the subreaper of our jobs' orphans (see [`escape`]): then what escapes an
+    /// attempt's group is killed when the attempt ends.
+    subreaper: bool,
 }
 
 impl Executor {
-    /// `sentinel_program` is our own binary (`/proc/self/exe`).
+    /// `sentinel_program` is our own binary (`/proc/self/exe`). With one, the executor owns its
+    /// jobs for real: it also becomes the subreaper of their orphans, to kill what escapes an
+    /// attempt's group. (Without — in-process tests — it leaves the process's children alone.)
     pub fn new(sentinel_program: Option<PathBuf>) -> Executor {
+        let subreaper = sentinel_program.is_some() && escape::become_subreaper();
         Executor {
             sentinel_program,
             sentinel: Mutex::new(None),
             live: Mutex::new(HashSet::new()),
             owner_token: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            started: std::sync::atomic::AtomicU64::new(0),
+            subreaper,
         }
     }
 
@@ -149,7 +160,7 @@ impl Executor {
     ) -> Finished {
         let started = Instant::now();
         let spawned = self.spawn(spec);
-        let (mut child, pgid, reader) = match spawned {
+        let (mut child, pgid, reader, marker) = match spawned {
             Ok(x) => x,
             Err(e) => {
                 return Finished {
@@ -208,9 +219,10 @@ impl Executor {
                 }
             }
         };
-        // The leader is gone: sweep whatever it left in its group.
+        // The leader is gone: sweep whatever it left in its group, then what left the group.
         let _ = killpg(pgid, Signal::SIGKILL);
         self.forget(pgid.as_raw());
+        self.kill_escapees(&marker).await;
 
         let _ = tokio::time::timeout(OUTPUT_DRAIN, output.drain()).await;
         let output_bytes = output.capped.total;
@@ -232,7 +244,9 @@ impl Executor {
     }
 
     /// Starts the process: own group, merged stdout/stderr on a pipe, registered with the sentinel.
-    fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd), String> {
+    /// Returns it with its attempt's marker (`WORKER_OWNER=TOKEN/N`).
+    #[allow(clippy::type_complexity)]
+    fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd, Vec<u8>), String> {
         // Our end non-blocking (for the event loop), the child's end blocking, as programs expect.
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
@@ -265,9 +279,15 @@ impl Executor {
             .process_group(0)
             .kill_on_drop(false);
 
-        // Marks every process of this job (and, unless they clear their environment, its
-        // descendants) as ours, for the sentinel's last sweep.
-        cmd.env(sentinel::OWNER_VAR, &self.owner_token);
+        // Marks every process of this attempt (and, unless they clear their environment, its
+        // descendants) as ours: for the sentinel's last sweep (by the token) and for the sweep of
+        // escapees when the attempt ends (by the whole value).
+        let n = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mark = format!("{}/{n}", self.owner_token);
+        cmd.env(sentinel::OWNER_VAR, &mark);
+        let marker = format!("{}={mark}", sentinel::OWNER_VAR).into_bytes();
 
         // No `pre_exec`: std then spawns with posix_spawn (vfork semantics) instead of fork,
         // which spares copying the daemon's page tables on every start. The group is registered
@@ -289,13 +309,14 @@ impl Executor {
         if let Some(s) = sentinel.as_mut() {
             let _ = s.register(pid);
         }
-        drop(sentinel);
-        drop(cmd); // closes our copies of the pipe's write end
+        // Tracked before the spawn lock is released: a sweep never mistakes it for an escapee.
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid);
-        Ok((child, Pid::from_raw(pid), read_end))
+        drop(sentinel);
+        drop(cmd); // closes our copies of the pipe's write end
+        Ok((child, Pid::from_raw(pid), read_end, marker))
     }
 
     /// Starts the sentinel if there is none or it died (re-registering live groups).
@@ -321,6 +342,37 @@ impl Executor {
                 *slot = None;
             }
         }
+    }
+
+    /// Kills what escaped the group of the attempt marked `marker` (see [`escape`]), pass after
+    /// pass while a pass finds something (killing one hands us its own escaped children).
+    async fn kill_escapees(&self, marker: &[u8]) {
+        if !self.subreaper {
+            return;
+        }
+        for _ in 0..5 {
+            if self.sweep(Some(marker)) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reaps orphans of our jobs that ended by themselves (housekeeping).
+    pub fn reap_orphans(&self) {
+        if self.subreaper {
+            self.sweep(None);
+        }
+    }
+
+    /// One [`escape::sweep`], with spawning held off.
+    fn sweep(&self, marker: Option<&[u8]>) -> usize {
+        let sentinel = self.sentinel.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tracked = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(pid) = sentinel.as_ref().map(Sentinel::pid) {
+            tracked.insert(pid);
+        }
+        escape::sweep(&tracked, marker)
     }
 
     fn forget(&self, pgid: i32) {

@@ -7,8 +7,9 @@
 //! reads end-of-file and
 //!
 //! 1. sends SIGKILL to every group still registered, then
-//! 2. sweeps `/proc` for processes whose environment holds `WORKER_OWNER=TOKEN` (every job's
-//!    environment does, and its descendants inherit it) and kills their groups too — which covers
+//! 2. sweeps `/proc` for processes whose environment holds `WORKER_OWNER=TOKEN/N` (every job's
+//!    environment does, N counting its attempts, and its descendants inherit it) and kills their
+//!    groups too (never its owner's own group, which a job could have joined) — which covers
 //!    a job spawned in the instant before its owner could register it, and descendants that left
 //!    the job's group with `setsid` — repeating until a sweep finds nothing.
 //!
@@ -70,6 +71,11 @@ impl Sentinel {
         writeln!(self.stdin, "-{pgid}")
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Whether the sentinel process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -90,6 +96,9 @@ pub fn sentinel_main(token: &str) -> i32 {
             let _ = signal::signal(sig, SigHandler::SigIgn);
         }
     }
+    // Our parent is the owner: its group (a shell's, systemd's) is never ours to kill, even if a
+    // job process joined it.
+    let owner_group = nix::unistd::getpgid(Some(nix::unistd::getppid())).ok();
     let mut groups: HashSet<i32> = HashSet::new();
     let stdin = io::stdin();
     for line in stdin.lock().lines() {
@@ -115,9 +124,9 @@ pub fn sentinel_main(token: &str) -> i32 {
         let _ = signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
     if !token.is_empty() {
-        let marker = format!("{OWNER_VAR}={token}");
+        let marker = format!("{OWNER_VAR}={token}/");
         for _ in 0..SWEEPS {
-            if sweep(&marker) == 0 {
+            if sweep(&marker, owner_group) == 0 {
                 break;
             }
         }
@@ -125,8 +134,9 @@ pub fn sentinel_main(token: &str) -> i32 {
     0
 }
 
-/// Kills every process whose environment holds `marker`, with its group. Returns how many.
-fn sweep(marker: &str) -> usize {
+/// Kills every process whose environment holds a variable starting with `marker`, with its group
+/// (unless that is `spare`). Returns how many.
+fn sweep(marker: &str, spare: Option<Pid>) -> usize {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -148,13 +158,14 @@ fn sweep(marker: &str) -> usize {
         };
         if !environ
             .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
+            .any(|var| var.starts_with(marker.as_bytes()))
         {
             continue;
         }
         let pid = Pid::from_raw(pid);
         if let Ok(pgid) = nix::unistd::getpgid(Some(pid))
             && pgid.as_raw() > 1
+            && Some(pgid) != spare
         {
             let _ = signal::killpg(pgid, Signal::SIGKILL);
         }

@@ -317,7 +317,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Ends a run for good (`succeeded`, `dead`, `cancelled`), releasing its owner.
+    /// Ends a run for good (`succeeded`, `dead`, `cancelled`), releasing its owner. The run's
+    /// error is its final outcome's: none for a success, even after failed attempts (each
+    /// attempt keeps its own).
     pub fn finish_run(
         &self,
         id: RunId,
@@ -329,7 +331,7 @@ impl Tx<'_> {
     ) -> Result<()> {
         debug_assert!(state.is_final());
         let mut stmt = self.tx.prepare_cached(
-            "UPDATE runs SET state = ?2, finished_at = ?3, error = coalesce(?4, error), exit_code = ?5, signal = ?6, \
+            "UPDATE runs SET state = ?2, finished_at = ?3, error = ?4, exit_code = ?5, signal = ?6, \
              owner = NULL WHERE id = ?1",
         )?;
         stmt.execute(params![
@@ -556,9 +558,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Runs matching `filter`, with their dependencies.
-    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1=1");
+    /// The WHERE clause of `filter` and its arguments.
+    fn filter_sql(filter: &RunFilter) -> (String, Vec<rusqlite::types::Value>) {
+        let mut sql = String::from(" WHERE 1=1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(job) = &filter.job {
             args.push(job.clone().into());
@@ -581,6 +583,13 @@ impl Tx<'_> {
         if filter.dlq {
             sql.push_str(" AND state = 'dead' AND retried_by IS NULL");
         }
+        (sql, args)
+    }
+
+    /// Runs matching `filter`, with their dependencies.
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let (cond, args) = Self::filter_sql(filter);
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs{cond}");
         sql.push_str(if filter.finished || filter.dlq {
             " ORDER BY finished_at DESC, id DESC"
         } else {
@@ -603,6 +612,57 @@ impl Tx<'_> {
                 .collect();
         }
         Ok(out)
+    }
+
+    /// How many runs match `filter` (its limit aside).
+    pub fn count_runs(&self, filter: &RunFilter) -> Result<u64> {
+        let (cond, args) = Self::filter_sql(filter);
+        let mut stmt = self
+            .tx
+            .prepare(&format!("SELECT count(*) FROM runs{cond}"))?;
+        Ok(stmt.query_row(rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Ids of unfinished runs below `before`, newest first, at most `limit`: optionally only
+    /// those of `job` and in `states` (each must be unfinished). Pages through a bulk operation;
+    /// newest first puts every dependent before the runs it depends on (they are always older).
+    pub fn unfinished_ids(
+        &self,
+        before: RunId,
+        job: Option<&str>,
+        states: &[RunState],
+        limit: u32,
+    ) -> Result<Vec<RunId>> {
+        let states: Vec<&str> = if states.is_empty() {
+            RunState::ALL
+                .iter()
+                .filter(|s| !s.is_final())
+                .map(|s| s.as_str())
+                .collect()
+        } else {
+            states.iter().map(|s| s.as_str()).collect()
+        };
+        let list: Vec<String> = states.iter().map(|s| format!("'{s}'")).collect();
+        let mut sql = format!(
+            concat!(
+                "SELECT id FROM runs WHERE ",
+                active!(),
+                " AND state IN ({}) AND id < ?1"
+            ),
+            list.join(", ")
+        );
+        if job.is_some() {
+            sql.push_str(" AND job = ?3");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?2");
+        let mut stmt = self.tx.prepare(&sql)?;
+        let mut args: Vec<rusqlite::types::Value> = vec![before.into(), i64::from(limit).into()];
+        if let Some(j) = job {
+            args.push(j.to_string().into());
+        }
+        Ok(stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// The attempts of a run, in order.
