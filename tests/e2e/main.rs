@@ -6,6 +6,7 @@
 
 mod alerts;
 mod common;
+mod identity;
 mod peers;
 mod schedules;
 mod service;
