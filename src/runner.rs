@@ -11,8 +11,9 @@ use crate::store::{Store, StoreError};
 
 /// The process for a claimed run, or why there is none (its job is no longer defined).
 ///
-/// Environment, later wins: the inherited environment, the job's `env`, the run's own (schedule
-/// `env` or `--env`), then worker's `WORKER_*` variables.
+/// Environment, later wins: the inherited environment, `HOME`, `USER` and `LOGNAME` of the job's
+/// `user`, the job's `env`, the run's own (schedule `env` or `--env`), then worker's `WORKER_*`
+/// variables.
 pub fn spec_for(
     claimed: &Claimed,
     config: &Config,
@@ -26,11 +27,13 @@ pub fn spec_for(
             run.job, run.job
         )
     })?;
-    let mut env: Vec<(String, String)> = job
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(user) = job.identity.as_ref().and_then(|i| i.user.as_ref()) {
+        env.push(("HOME".into(), user.home.clone()));
+        env.push(("USER".into(), user.name.clone()));
+        env.push(("LOGNAME".into(), user.name.clone()));
+    }
+    env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.push(("WORKER_JOB".into(), run.job.clone()));
     env.push(("WORKER_RUN_ID".into(), run.id.to_string()));
@@ -56,13 +59,18 @@ pub fn spec_for(
         log: data.log_path(run.id, claimed.seq),
         output_limit: config.output_limit(job),
         tee,
+        identity: job.identity.clone(),
+        limits: job.limits.clone(),
     })
 }
 
 /// What an ended process means for its run. A failed attempt carries its last lines of output
 /// (read here, in the attempt's own task, so the engine never touches log files).
 pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report {
-    let timeout = spec.timeout;
+    let failed = finished.stopped.is_none() && !finished.succeeded();
+    let output_tail = failed
+        .then(|| crate::exec::capture::last_lines(&spec.log, crate::alert::OUTPUT_LINES))
+        .filter(|t| !t.is_empty());
     let outcome = match finished.stopped {
         Some(StopReason::Shutdown | StopReason::Kill) => Outcome::Interrupted,
         Some(StopReason::Cancel) => Outcome::Cancelled {
@@ -73,13 +81,10 @@ pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report
         None => Outcome::Failed {
             exit_code: exit_code(&finished.exit),
             signal: signal(&finished.exit),
-            error: finished.describe(timeout),
+            error: failure_text(finished, spec, output_tail.as_deref().unwrap_or("")),
             timed_out: finished.timed_out,
         },
     };
-    let output_tail = matches!(outcome, Outcome::Failed { .. })
-        .then(|| crate::exec::capture::last_lines(&spec.log, crate::alert::OUTPUT_LINES))
-        .filter(|t| !t.is_empty());
     Report {
         run: claimed.run.id,
         seq: claimed.seq,
@@ -88,6 +93,18 @@ pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report
         duration_ms: Some(finished.duration.as_millis() as i64),
         output_tail,
     }
+}
+
+/// The error of a failed attempt: the limit it ran into (`limits.cpu_time`, `limits.memory`),
+/// else how it ended.
+fn failure_text(finished: &Finished, spec: &Spec, output_tail: &str) -> String {
+    if !finished.timed_out
+        && let Some(e) =
+            crate::exec::identity::exceeded_limit(&spec.limits, &finished.exit, output_tail)
+    {
+        return e;
+    }
+    finished.describe(spec.timeout)
 }
 
 /// A report for a run that could not even be started.

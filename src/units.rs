@@ -187,6 +187,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// Formats a byte size the way it would be written in a configuration file: the largest binary
+/// unit that divides it (`512MiB`, `1536KiB`, `100B`).
+pub fn format_size_spec(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +278,18 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("1TB").is_err());
         assert!(parse_size("MiB").is_err());
+        assert_eq!(format_size_spec(512 << 20), "512MiB");
+        assert_eq!(format_size_spec(1536 << 10), "1536KiB");
+        assert_eq!(format_size_spec(2 << 30), "2GiB");
+        assert_eq!(format_size_spec(100), "100B");
+        assert_eq!(format_size_spec(0), "0B");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn size_format_round_trips(n in 0u64..(1 << 40)) {
+            proptest::prop_assert_eq!(parse_size(&format_size_spec(n)).unwrap(), n);
+        }
     }
 
     proptest::proptest! {

@@ -40,6 +40,62 @@ pub struct JobDef {
     pub retry: RetryPolicy,
     /// Per-attempt cap on captured output; `None` uses the global `output_limit`.
     pub output_limit: Option<u64>,
+    /// Who the job runs as (`user`, `group`); `None`: as worker itself.
+    pub identity: Option<Identity>,
+    /// `nice` and `limits`.
+    pub limits: Limits,
+}
+
+/// Who a job runs as, resolved against this host's user and group databases when the
+/// configuration is loaded (so that nothing is looked up in the child process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `user:`; `None` when only `group:` is given (the job keeps worker's user and its
+    /// supplementary groups).
+    pub user: Option<RunAs>,
+    /// `group:` when given, else the user's primary group.
+    pub gid: u32,
+    /// The group's name (or its number, when it has no entry), for messages.
+    pub group_name: String,
+}
+
+/// The user of `user:`, from its passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    /// The home directory (the job's `HOME`).
+    pub home: String,
+    /// Supplementary groups: the user's groups as `getgrouplist` lists them for [`Identity::gid`].
+    pub groups: Vec<u32>,
+}
+
+/// Scheduling priority and resource limits of a job's process (each applied as an rlimit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `nice:` -20..=19.
+    pub nice: Option<i32>,
+    /// `limits.memory` in bytes: RLIMIT_DATA.
+    pub memory: Option<u64>,
+    /// `limits.cpu_time` as written: RLIMIT_CPU, in whole seconds rounded up.
+    pub cpu_time: Option<Duration>,
+    /// `limits.open_files`: RLIMIT_NOFILE.
+    pub open_files: Option<u64>,
+    /// `limits.processes`: RLIMIT_NPROC.
+    pub processes: Option<u64>,
+}
+
+impl Limits {
+    /// Whether nothing is set (the job's process is started exactly as worker's own children).
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// `limits.cpu_time` in whole seconds: rounded up, at least 1.
+    pub fn cpu_seconds(&self) -> Option<u64> {
+        self.cpu_time
+            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+    }
 }
 
 impl JobDef {
@@ -60,7 +116,12 @@ const JOB_FIELDS: &[&str] = &[
     "concurrency",
     "retry",
     "output_limit",
+    "user",
+    "group",
+    "nice",
+    "limits",
 ];
+const LIMIT_FIELDS: &[&str] = &["memory", "cpu_time", "open_files", "processes"];
 const RETRY_FIELDS: &[&str] = &["attempts", "backoff", "initial", "max", "jitter"];
 
 /// What reading a job file produced: the job, when the file had no problem (all problems are
@@ -204,6 +265,16 @@ fn parse_job_inner(
         None => None,
     };
 
+    let identity = parse_identity(ctx, m.get("user"), m.get("group"));
+    let mut limits = match m.get("limits") {
+        Some(n) => parse_limits(ctx, n),
+        None => Limits::default(),
+    };
+    limits.nice = m
+        .get("nice")
+        .and_then(|n| ctx.int(n, "nice", -20, 19))
+        .map(|n| n as i32);
+
     m.finish(ctx, "a job", JOB_FIELDS);
 
     if ctx.diags.len() > errors_before {
@@ -222,6 +293,8 @@ fn parse_job_inner(
         concurrency,
         retry,
         output_limit,
+        identity,
+        limits,
     })
 }
 
@@ -273,4 +346,214 @@ fn parse_retry(ctx: &mut Ctx<'_>, node: &Node) -> RetryPolicy {
     }
     m.finish(ctx, "retry", RETRY_FIELDS);
     policy
+}
+
+/// `user:` and `group:`, looked up on this host. `None` when neither is given or one is wrong
+/// (reported).
+fn parse_identity(
+    ctx: &mut Ctx<'_>,
+    user_node: Option<&Node>,
+    group_node: Option<&Node>,
+) -> Option<Identity> {
+    // Both are looked up before giving up, so that both are reported.
+    let user = user_node.map(|n| lookup_user(ctx, n));
+    let group = group_node.map(|n| lookup_group(ctx, n));
+    if matches!(user, Some(None)) || matches!(group, Some(None)) {
+        return None;
+    }
+    let (user, group) = (user.flatten(), group.flatten());
+    let (gid, group_name) = match (&user, group) {
+        (_, Some(g)) => g,
+        (Some((_, primary)), None) => {
+            let name = match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(*primary)) {
+                Ok(Some(g)) => g.name,
+                _ => primary.to_string(),
+            };
+            (*primary, name)
+        }
+        (None, None) => return None,
+    };
+    let user = match (user, user_node) {
+        (Some((mut u, _)), Some(n)) => {
+            u.groups = supplementary_groups(ctx, n.pos, &u.name, gid)?;
+            Some(u)
+        }
+        _ => None,
+    };
+    Some(Identity {
+        user,
+        gid,
+        group_name,
+    })
+}
+
+/// The groups `user` belongs to, `gid` included, as `getgrouplist` lists them.
+fn supplementary_groups(ctx: &mut Ctx<'_>, pos: Pos, user: &str, gid: u32) -> Option<Vec<u32>> {
+    let listed = std::ffi::CString::new(user)
+        .map_err(|e| e.to_string())
+        .and_then(|name| {
+            nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+                .map_err(|e| e.to_string())
+        });
+    match listed {
+        Ok(groups) => Some(groups.into_iter().map(|g| g.as_raw()).collect()),
+        Err(e) => {
+            ctx.error(
+                pos,
+                format!("user: cannot list the groups of `{user}`: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// A user by name or numeric uid, with its primary gid.
+fn lookup_user(ctx: &mut Ctx<'_>, n: &Node) -> Option<(RunAs, u32)> {
+    use nix::unistd::{Uid, User};
+    let written = ctx.nonempty_string(n, "user")?;
+    let written = written.trim();
+    let numeric = !written.is_empty() && written.bytes().all(|b| b.is_ascii_digit());
+    let found = if numeric {
+        let Ok(uid) = written.parse::<u32>() else {
+            ctx.error(
+                n.pos,
+                format!("user: `{written}` is not a valid uid (write a user name or a uid below 4294967295)"),
+            );
+            return None;
+        };
+        User::from_uid(Uid::from_raw(uid))
+    } else {
+        User::from_name(written)
+    };
+    let user = match found {
+        Ok(Some(u)) => u,
+        Ok(None) if numeric => {
+            ctx.error(
+                n.pos,
+                format!("user: no user has uid {written} on this host (write the name or uid of a user listed by `getent passwd`)"),
+            );
+            return None;
+        }
+        Ok(None) => {
+            ctx.error(
+                n.pos,
+                format!("user `{written}` does not exist on this host (write the name or uid of a user listed by `getent passwd`)"),
+            );
+            return None;
+        }
+        Err(e) => {
+            ctx.error(n.pos, format!("user: cannot look up `{written}`: {e}"));
+            return None;
+        }
+    };
+    let Ok(home) = user.dir.into_os_string().into_string() else {
+        ctx.error(
+            n.pos,
+            format!(
+                "user `{}`: its home directory is not valid UTF-8",
+                user.name
+            ),
+        );
+        return None;
+    };
+    Some((
+        RunAs {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            home,
+            groups: Vec::new(),
+        },
+        user.gid.as_raw(),
+    ))
+}
+
+/// A group by name or numeric gid: its gid and name.
+fn lookup_group(ctx: &mut Ctx<'_>, n: &Node) -> Option<(u32, String)> {
+    use nix::unistd::{Gid, Group};
+    let written = ctx.nonempty_string(n, "group")?;
+    let written = written.trim();
+    let numeric = !written.is_empty() && written.bytes().all(|b| b.is_ascii_digit());
+    let found = if numeric {
+        let Ok(gid) = written.parse::<u32>() else {
+            ctx.error(
+                n.pos,
+                format!("group: `{written}` is not a valid gid (write a group name or a gid below 4294967295)"),
+            );
+            return None;
+        };
+        Group::from_gid(Gid::from_raw(gid))
+    } else {
+        Group::from_name(written)
+    };
+    match found {
+        Ok(Some(g)) => Some((g.gid.as_raw(), g.name)),
+        Ok(None) if numeric => {
+            ctx.error(
+                n.pos,
+                format!("group: no group has gid {written} on this host (write the name or gid of a group listed by `getent group`)"),
+            );
+            None
+        }
+        Ok(None) => {
+            ctx.error(
+                n.pos,
+                format!("group `{written}` does not exist on this host (write the name or gid of a group listed by `getent group`)"),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error(n.pos, format!("group: cannot look up `{written}`: {e}"));
+            None
+        }
+    }
+}
+
+/// The smallest `limits.memory`: below this, not even a shell starts.
+const MIN_MEMORY: u64 = 1 << 20;
+
+fn parse_limits(ctx: &mut Ctx<'_>, node: &Node) -> Limits {
+    let mut limits = Limits::default();
+    let Some(mut m) = ctx.map(node, "limits") else {
+        return limits;
+    };
+    if let Some(n) = m.get("memory") {
+        limits.memory = ctx.size(n, "limits.memory").and_then(|s| {
+            if s < MIN_MEMORY {
+                ctx.error(
+                    n.pos,
+                    format!(
+                        "limits.memory must be at least 1MiB, found {} (write e.g. `256MiB`)",
+                        crate::units::format_size_spec(s)
+                    ),
+                );
+                None
+            } else {
+                Some(s)
+            }
+        });
+    }
+    if let Some(n) = m.get("cpu_time") {
+        limits.cpu_time = match ctx.duration(n, "limits.cpu_time") {
+            Some(d) if d.is_zero() => {
+                ctx.error(
+                    n.pos,
+                    "limits.cpu_time must be longer than 0 (leave it out for no limit)",
+                );
+                None
+            }
+            d => d,
+        };
+    }
+    if let Some(n) = m.get("open_files") {
+        limits.open_files = ctx
+            .int(n, "limits.open_files", 1, 1 << 20)
+            .map(|v| v as u64);
+    }
+    if let Some(n) = m.get("processes") {
+        limits.processes = ctx
+            .int(n, "limits.processes", 1, 4_194_304)
+            .map(|v| v as u64);
+    }
+    m.finish(ctx, "limits", LIMIT_FIELDS);
+    limits
 }

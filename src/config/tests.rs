@@ -241,6 +241,14 @@ fn bad_input_never_panics() {
         "run: x\ntimeout: 0s",
         "run: x\nworkdir: /definitely/not/here",
         "run: x\noutput_limit: 1B",
+        "run: x\nlimits: 5",
+        "run: x\nlimits: { memory: [1] }",
+        "run: x\nuser: [root]",
+        "run: x\nuser: ''",
+        "run: x\ngroup: {a: b}",
+        "run: x\nnice: ten",
+        "run: x\nlimits: { cpu_time: 0s }",
+        "run: x\nlimits: { memory: 99999999999999999999GiB }",
         "&a [*a]",
     ] {
         write(t.path(), "jobs/x.yaml", text);
@@ -445,4 +453,106 @@ fn values_from_the_environment_are_masked_in_diagnostics_once_published() {
         !printed.contains("hunter2hunter2") && printed.contains("`***` is not a duration"),
         "{printed}"
     );
+}
+
+#[test]
+fn identity_and_limits_parse() {
+    use crate::config::job::Limits;
+    use nix::unistd::{Gid, Group, Uid, User};
+    // root (uid 0, gid 0) exists on every host the tests run on; its details come from it.
+    let root = User::from_uid(Uid::from_raw(0)).unwrap().unwrap();
+    let group0 = Group::from_gid(Gid::from_raw(0)).unwrap().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "jobs/full.yaml",
+        &format!(
+            "run: x\nuser: {}\ngroup: 0\nnice: 10\nlimits:\n  memory: 512MiB\n  cpu_time: 1m30s\n  open_files: 1024\n  processes: 256\n",
+            root.name
+        ),
+    );
+    write(t.path(), "jobs/by-uid.yaml", "run: x\nuser: 0\nnice: -20\n");
+    write(t.path(), "jobs/plain.yaml", "run: x\n");
+    let c = load(t.path()).unwrap();
+
+    let full = &c.jobs["full"];
+    let id = full.identity.as_ref().unwrap();
+    let user = id.user.as_ref().unwrap();
+    assert_eq!(
+        (user.name.as_str(), user.uid, user.home.as_str()),
+        (root.name.as_str(), 0, root.dir.to_str().unwrap())
+    );
+    assert!(user.groups.contains(&0), "{:?}", user.groups);
+    assert_eq!((id.gid, id.group_name.as_str()), (0, group0.name.as_str()));
+    assert_eq!(
+        full.limits,
+        Limits {
+            nice: Some(10),
+            memory: Some(512 << 20),
+            cpu_time: Some(std::time::Duration::from_secs(90)),
+            open_files: Some(1024),
+            processes: Some(256),
+        }
+    );
+
+    let by_uid = &c.jobs["by-uid"];
+    let id = by_uid.identity.as_ref().unwrap();
+    assert_eq!(id.user.as_ref().unwrap().name, root.name);
+    assert_eq!(id.gid, root.gid.as_raw(), "the user's primary group");
+    assert_eq!(by_uid.limits.nice, Some(-20));
+    assert_eq!(by_uid.limits.memory, None);
+
+    let plain = &c.jobs["plain"];
+    assert_eq!(plain.identity, None);
+    assert!(plain.limits.is_empty());
+}
+
+#[test]
+fn identity_and_limit_problems_have_positions() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "jobs/a.yaml", "run: x\nuser: no-such-user-xyz\n");
+    write(
+        t.path(),
+        "jobs/b.yaml",
+        "run: x\ngroup: no-such-group-xyz\n",
+    );
+    write(t.path(), "jobs/c.yaml", "run: x\nnice: 25\n");
+    write(
+        t.path(),
+        "jobs/d.yaml",
+        "run: x\nlimits:\n  memroy: 1GiB\n  open_files: 0\n  processes: 5000000\n",
+    );
+    write(
+        t.path(),
+        "jobs/e.yaml",
+        "run: x\nlimits: { memory: lots, cpu_time: 10 }\n",
+    );
+    write(
+        t.path(),
+        "jobs/f.yaml",
+        "run: x\nlimits:\n  memory: 512KiB\n",
+    );
+    write(
+        t.path(),
+        "jobs/g.yaml",
+        "run: x\nuser: 3999999999\ngroup: 3999999999\n",
+    );
+    write(t.path(), "jobs/h.yaml", "run: x\nusr: root\n");
+    let d = load(t.path()).unwrap_err();
+    let m = messages(&d);
+    let expect = [
+        "jobs/a.yaml:2:7: user `no-such-user-xyz` does not exist on this host (write the name or uid of a user listed by `getent passwd`)",
+        "jobs/b.yaml:2:8: group `no-such-group-xyz` does not exist on this host (write the name or gid of a group listed by `getent group`)",
+        "jobs/c.yaml:2:7: nice must be between -20 and 19, found 25",
+        "jobs/d.yaml:3:3: unknown field `memroy` in limits (did you mean `memory`?)",
+        "jobs/d.yaml:4:15: limits.open_files must be between 1 and 1048576, found 0",
+        "jobs/d.yaml:5:14: limits.processes must be between 1 and 4194304, found 5000000",
+        "jobs/e.yaml:2:19: limits.memory: `lots` is not a size (write e.g. `512KiB`, `1MiB`, `64MiB`)",
+        "jobs/e.yaml:2:35: limits.cpu_time: `10` has no unit (write e.g. `10s` or `10m`)",
+        "jobs/f.yaml:3:11: limits.memory must be at least 1MiB, found 512KiB (write e.g. `256MiB`)",
+        "jobs/g.yaml:2:7: user: no user has uid 3999999999 on this host (write the name or uid of a user listed by `getent passwd`)",
+        "jobs/g.yaml:3:8: group: no group has gid 3999999999 on this host (write the name or gid of a group listed by `getent group`)",
+        "jobs/h.yaml:2:1: unknown field `usr` in a job (did you mean `user`?)",
+    ];
+    assert_eq!(m, expect, "{}", m.join("\n"));
 }

@@ -8,6 +8,7 @@
 
 pub mod capture;
 mod escape;
+pub mod identity;
 pub mod sentinel;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::config::Exec;
+use crate::config::job::{Identity, Limits};
 use capture::CappedLog;
 use sentinel::Sentinel;
 
@@ -59,6 +61,10 @@ pub struct Spec {
     pub output_limit: u64,
     /// Also copy the output to our stdout (foreground runs).
     pub tee: bool,
+    /// Run as another user or group (the job's `user`, `group`).
+    pub identity: Option<Identity>,
+    /// The job's `nice` and `limits`.
+    pub limits: Limits,
 }
 
 /// Why an attempt is being stopped from outside.
@@ -104,7 +110,14 @@ impl Finished {
                 .unwrap_or_default();
             return format!("timed out after {t}");
         }
-        match &self.exit {
+        self.exit.describe()
+    }
+}
+
+impl Exit {
+    /// `exit code 3`, `killed by signal 9 (SIGKILL)`, or why it did not start.
+    pub fn describe(&self) -> String {
+        match self {
             Exit::Code(c) => format!("exit code {c}"),
             Exit::Signal(s) => format!("killed by signal {s} ({})", signal_name(*s)),
             Exit::SpawnFailed(e) => e.clone(),
@@ -247,8 +260,11 @@ impl Executor {
     /// Returns it with its attempt's marker (`WORKER_OWNER=TOKEN/N`).
     #[allow(clippy::type_complexity)]
     fn spawn(&self, spec: &Spec) -> Result<(tokio::process::Child, Pid, OwnedFd, Vec<u8>), String> {
-        // Our end non-blocking (for the event loop), the child's end blocking, as programs expect.
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        // `user`, `group`, `nice`, `limits`: checked here, applied in the child (`None` for jobs
+        // without them).
+        let setup = identity::ChildSetup::plan(spec.identity.as_ref(), &spec.limits)?;
+        // Our end non-blocking (for the event loop), the child's end blocking, as programs expect.
         let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
         fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty()))
@@ -289,10 +305,13 @@ impl Executor {
         cmd.env(sentinel::OWNER_VAR, &mark);
         let marker = format!("{}={mark}", sentinel::OWNER_VAR).into_bytes();
 
-        // No `pre_exec`: std then spawns with posix_spawn (vfork semantics) instead of fork,
-        // which spares copying the daemon's page tables on every start. The group is registered
-        // with the sentinel right after, from here; a death of ours in between is covered by the
-        // sentinel's sweep for the owner token.
+        // No `pre_exec` (unless the job has `user`, `group`, `nice` or `limits`): std then spawns
+        // with posix_spawn (vfork semantics) instead of fork, which spares copying the daemon's
+        // page tables on every start. The group is registered with the sentinel right after, from
+        // here; a death of ours in between is covered by the sentinel's sweep for the owner token.
+        if let Some(setup) = setup {
+            setup.install(&mut cmd);
+        }
         let mut sentinel = self.sentinel.lock().unwrap_or_else(|p| p.into_inner());
         self.ensure_sentinel(&mut sentinel);
         let child = cmd.spawn().map_err(|e| {

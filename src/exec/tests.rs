@@ -13,6 +13,8 @@ fn spec(dir: &std::path::Path, line: &str) -> Spec {
         log: dir.join("out.log"),
         output_limit: 1 << 20,
         tee: false,
+        identity: None,
+        limits: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod common;
+mod identity;
 mod operator;
 mod peers;
 mod schedules;
