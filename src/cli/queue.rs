@@ -339,15 +339,6 @@ fn say_more(more: u64, limit: u32) {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 pub fn stats(ctx: &Ctx) -> CliResult {
     let (_, mut store) = ctx.store()?;
     let (counts, per_job, stats) = store.read(|tx| {
@@ -373,8 +364,8 @@ pub fn stats(ctx: &Ctx) -> CliResult {
                     "job": job,
                     "counts": c,
                     "success_rate": rate(job),
-                    "p50_ms": s.and_then(|s| percentile(&s.durations_ms, 50.0)),
-                    "p95_ms": s.and_then(|s| percentile(&s.durations_ms, 95.0)),
+                    "p50_ms": s.and_then(|s| s.p50_ms),
+                    "p95_ms": s.and_then(|s| s.p95_ms),
                 })
             })
             .collect();
@@ -423,8 +414,8 @@ pub fn stats(ctx: &Ctx) -> CliResult {
             rate(job)
                 .map(|r| format!("{:.1}%", r * 100.0))
                 .unwrap_or_else(|| "-".into()),
-            ms(s.and_then(|s| percentile(&s.durations_ms, 50.0))),
-            ms(s.and_then(|s| percentile(&s.durations_ms, 95.0))),
+            ms(s.and_then(|s| s.p50_ms)),
+            ms(s.and_then(|s| s.p95_ms)),
         ]);
     }
     print_table(&t);
@@ -484,14 +475,8 @@ pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -
     let now = chrono::Utc::now();
     let result = store.write(|tx| {
         let targets: Vec<RunId> = if all {
-            tx.list_runs(&RunFilter {
-                dlq: true,
-                job: job.clone(),
-                ..Default::default()
-            })?
-            .iter()
-            .map(|r| r.id)
-            .collect()
+            // Ids only: each run is read when it is retried.
+            tx.dlq_ids(job.as_deref())?
         } else {
             run_id.into_iter().collect()
         };

@@ -298,4 +298,48 @@ mod tests {
             );
         }
     }
+
+    /// Percentiles are nearest-rank over each job's finished runs' last attempts.
+    #[test]
+    fn job_stats_percentiles() {
+        use crate::model::{Priority, RunState, Trigger};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
+        let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let env = std::collections::BTreeMap::new();
+        store
+            .write(|tx| {
+                for ms_taken in 1..=20i64 {
+                    let id = tx.insert_run(&NewRun {
+                        job: "a",
+                        state: RunState::Queued,
+                        priority: Priority::Normal,
+                        trigger: Trigger::Queue,
+                        key: None,
+                        max_attempts: 1,
+                        created_at: t0,
+                        due_at: t0,
+                        env: &env,
+                        schedule: None,
+                        scheduled_at: None,
+                        owner: None,
+                        retry_of: None,
+                        error: None,
+                        finished_at: None,
+                    })?;
+                    let (_, seq) = tx.start_attempt(id, "daemon", t0)?;
+                    let end = t0 + chrono::Duration::milliseconds(ms_taken);
+                    tx.end_attempt(id, seq, end, "succeeded", Some(0), None, None, None)?;
+                    tx.finish_run(id, RunState::Succeeded, end, None, Some(0), None)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let stats = store.read(|tx| tx.job_stats()).unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(
+            (stats[0].succeeded, stats[0].p50_ms, stats[0].p95_ms),
+            (20, Some(10), Some(19))
+        );
+    }
 }

@@ -80,8 +80,10 @@ pub struct JobStats {
     pub succeeded: u64,
     pub dead: u64,
     pub cancelled: u64,
-    /// Durations of succeeded/dead runs' last attempts, in milliseconds, sorted.
-    pub durations_ms: Vec<i64>,
+    /// Nearest-rank p50 and p95 of the durations of succeeded/dead runs' last attempts, in
+    /// milliseconds (computed by the database: memory does not grow with history).
+    pub p50_ms: Option<i64>,
+    pub p95_ms: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, job, state, priority, trigger, key, attempt, max_attempts, created_at, due_at, \
@@ -614,6 +616,17 @@ impl Tx<'_> {
         Ok(out)
     }
 
+    /// The ids of the runs in the dead-letter queue (of `job`), oldest death first.
+    pub fn dlq_ids(&self, job: Option<&str>) -> Result<Vec<RunId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM runs WHERE state = 'dead' AND retried_by IS NULL \
+             AND (?1 IS NULL OR job = ?1) ORDER BY finished_at, id",
+        )?;
+        Ok(stmt
+            .query_map([job], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     /// How many runs match `filter` (its limit aside).
     pub fn count_runs(&self, filter: &RunFilter) -> Result<u64> {
         let (cond, args) = Self::filter_sql(filter);
@@ -732,7 +745,8 @@ impl Tx<'_> {
                 succeeded: 0,
                 dead: 0,
                 cancelled: 0,
-                durations_ms: Vec::new(),
+                p50_ms: None,
+                p95_ms: None,
             });
             match state.as_str() {
                 "succeeded" => e.succeeded = n,
@@ -740,21 +754,31 @@ impl Tx<'_> {
                 _ => e.cancelled = n,
             }
         }
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT r.job, a.finished_at - a.started_at FROM runs r JOIN attempts a ON a.run_id = r.id \
-             WHERE r.state IN ('succeeded', 'dead') AND a.finished_at IS NOT NULL \
-             AND a.seq = (SELECT max(seq) FROM attempts WHERE run_id = r.id)",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (job, d) = row?;
-            if let Some(e) = stats.get_mut(&job) {
-                e.durations_ms.push(d);
-            }
-        }
         let mut out: Vec<JobStats> = stats.into_values().collect();
+        // Each job's durations, counted then indexed into in order, by the database.
+        let durations = "FROM runs r JOIN attempts a ON a.run_id = r.id \
+             WHERE r.job = ?1 AND r.state IN ('succeeded', 'dead') AND a.finished_at IS NOT NULL \
+             AND a.seq = (SELECT max(seq) FROM attempts WHERE run_id = r.id)";
+        let mut count = self
+            .tx
+            .prepare_cached(&format!("SELECT count(*) {durations}"))?;
+        let mut nth = self.tx.prepare_cached(&format!(
+            "SELECT a.finished_at - a.started_at AS d {durations} ORDER BY d LIMIT 1 OFFSET ?2"
+        ))?;
         for s in &mut out {
-            s.durations_ms.sort_unstable();
+            let n: i64 = count.query_row([&s.job], |r| r.get(0))?;
+            let mut at = |p: i64| -> Result<Option<i64>> {
+                if n == 0 {
+                    return Ok(None);
+                }
+                // Nearest rank: the ceil(p/100 × n)-th value, 1-based.
+                let rank = ((p * n + 99) / 100).clamp(1, n);
+                Ok(nth
+                    .query_row(params![s.job, rank - 1], |r| r.get(0))
+                    .optional()?)
+            };
+            s.p50_ms = at(50)?;
+            s.p95_ms = at(95)?;
         }
         Ok(out)
     }
