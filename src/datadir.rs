@@ -483,6 +483,19 @@ pub fn running_daemon(dir: &DataDir) -> Option<DaemonInfo> {
 mod tests {
     use super::*;
 
+    /// Probes until the owner shows dead. Other tests of this process spawn children, and a child
+    /// holds copies of every descriptor (ours included, locks and all) between its fork and exec:
+    /// for that instant a released lock still looks held — alive, the safe side.
+    fn dead(d: &DataDir, id: &str) -> Owner {
+        for _ in 0..200 {
+            if let o @ Owner::Dead(_) = d.probe(id) {
+                return o;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Owner::Alive
+    }
+
     #[test]
     fn daemon_lock_is_exclusive_and_released_on_drop() {
         let t = tempfile::tempdir().unwrap();
@@ -497,7 +510,7 @@ mod tests {
         );
         assert_eq!(running_daemon(&d).unwrap().pid, std::process::id());
         drop(lease);
-        assert!(!d.lease_alive(DAEMON_LEASE));
+        assert!(matches!(dead(&d, DAEMON_LEASE), Owner::Dead(_)));
         assert!(running_daemon(&d).is_none());
     }
 
@@ -562,7 +575,10 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!d.lease_alive(&id), "the process is gone");
+        assert!(
+            matches!(dead(&d, &id), Owner::Dead(_)),
+            "the process is gone"
+        );
     }
 
     /// A lock held by someone else (here another open file description in this process) while the
@@ -614,7 +630,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = DataDir::open(t.path()).unwrap();
         drop(Lease::daemon(&d).unwrap());
-        let Owner::Dead(guard) = d.probe(DAEMON_LEASE) else {
+        let Owner::Dead(guard) = dead(&d, DAEMON_LEASE) else {
             panic!("no daemon ran here");
         };
         assert!(d.lease_alive(DAEMON_LEASE), "locked by the recovery");

@@ -12,29 +12,50 @@
 //! What is still out of reach: a process that clears its environment *and* leaves the group is
 //! killed only when the owner stops (under systemd, by the unit's cgroup).
 
-use std::collections::HashSet;
-
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-/// Makes this process the reaper of its descendants' orphans. Returns whether it worked.
-pub fn become_subreaper() -> bool {
-    nix::sys::prctl::set_child_subreaper(true).is_ok()
+/// Makes this process the reaper of its descendants' orphans, and opens the list of its main
+/// thread's children (where orphans are re-parented; jobs spawned from other threads are listed
+/// under those, and are not what we look for). `None` if either is not possible: then nothing
+/// that escapes a group is caught before the owner stops.
+pub fn become_subreaper() -> Option<Children> {
+    nix::sys::prctl::set_child_subreaper(true).ok()?;
+    let path = format!("/proc/self/task/{}/children", std::process::id());
+    std::fs::File::open(path).ok().map(|file| Children { file })
 }
 
-/// The children of our main thread, from `/proc/self/task/PID/children`: orphans are
-/// re-parented to the thread group's leader, so every escapee is there (jobs spawned from other
-/// threads are listed under those, and are not what we look for). One small read per attempt.
-fn children() -> Vec<i32> {
-    let me = std::process::id();
-    std::fs::read_to_string(format!("/proc/self/task/{me}/children"))
-        .map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Our main thread's children, read again on each call: reading from offset 0 regenerates the
+/// list, so each sweep costs one `pread` (it runs after every attempt).
+pub struct Children {
+    file: std::fs::File,
+}
+
+impl Children {
+    fn pids(&self) -> Vec<i32> {
+        use std::os::unix::fs::FileExt;
+        let mut stack = [0u8; 4096];
+        let mut heap = Vec::new();
+        let text: &[u8] = match self.file.read_at(&mut stack, 0) {
+            Ok(n) if n < stack.len() => &stack[..n],
+            Ok(_) => {
+                // More children than fit on the stack: read it whole.
+                heap.resize(1 << 16, 0);
+                loop {
+                    match self.file.read_at(&mut heap, 0) {
+                        Ok(n) if n < heap.len() => break &heap[..n],
+                        Ok(_) => heap.resize(heap.len() * 2, 0),
+                        Err(_) => break &[],
+                    }
+                }
+            }
+            Err(_) => &[],
+        };
+        text.split(|b| *b == b' ')
+            .filter_map(|p| std::str::from_utf8(p).ok()?.trim().parse().ok())
+            .collect()
+    }
 }
 
 /// Whether `pid` has ended (a zombie) — or is gone.
@@ -60,11 +81,10 @@ fn marked(pid: i32, marker: &[u8]) -> bool {
 ///
 /// The caller must make sure that no child it tracks can be spawned or reaped during the pass
 /// (it holds the executor's spawn lock), or a just-started job could be taken for an escapee.
-pub fn sweep(tracked: &HashSet<i32>, marker: Option<&[u8]>) -> usize {
-    let own_group = nix::unistd::getpgrp();
+pub fn sweep(children: &Children, tracked: impl Fn(i32) -> bool, marker: Option<&[u8]>) -> usize {
     let mut killed = 0;
-    for pid in children() {
-        if tracked.contains(&pid) {
+    for pid in children.pids() {
+        if tracked(pid) {
             continue;
         }
         if ended(pid) {
@@ -78,7 +98,7 @@ pub fn sweep(tracked: &HashSet<i32>, marker: Option<&[u8]>) -> usize {
         }
         let p = Pid::from_raw(pid);
         if let Ok(g) = nix::unistd::getpgid(Some(p))
-            && g != own_group
+            && g != nix::unistd::getpgrp()
             && g.as_raw() > 1
         {
             let _ = killpg(g, Signal::SIGKILL);

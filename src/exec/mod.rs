@@ -143,9 +143,9 @@ pub struct Executor {
     owner_token: String,
     /// Attempts started, to give each its own marker (`WORKER_OWNER=TOKEN/N`).
     started: std::sync::atomic::AtomicU64,
-    /// Whether we are the subreaper of our jobs' orphans (see [`escape`]): then what escapes an
-    /// attempt's group is killed when the attempt ends.
-    subreaper: bool,
+    /// Set when we are the subreaper of our jobs' orphans (see [`escape`]): then what escapes
+    /// an attempt's group is killed when the attempt ends.
+    subreaper: Option<escape::Children>,
 }
 
 impl Executor {
@@ -153,7 +153,9 @@ impl Executor {
     /// jobs for real: it also becomes the subreaper of their orphans, to kill what escapes an
     /// attempt's group. (Without — in-process tests — it leaves the process's children alone.)
     pub fn new(sentinel_program: Option<PathBuf>) -> Executor {
-        let subreaper = sentinel_program.is_some() && escape::become_subreaper();
+        let subreaper = sentinel_program
+            .as_ref()
+            .and_then(|_| escape::become_subreaper());
         Executor {
             sentinel_program,
             sentinel: Mutex::new(None),
@@ -366,7 +368,7 @@ impl Executor {
     /// Kills what escaped the group of the attempt marked `marker` (see [`escape`]), pass after
     /// pass while a pass finds something (killing one hands us its own escaped children).
     async fn kill_escapees(&self, marker: &[u8]) {
-        if !self.subreaper {
+        if self.subreaper.is_none() {
             return;
         }
         for _ in 0..5 {
@@ -379,19 +381,22 @@ impl Executor {
 
     /// Reaps orphans of our jobs that ended by themselves (housekeeping).
     pub fn reap_orphans(&self) {
-        if self.subreaper {
-            self.sweep(None);
-        }
+        self.sweep(None);
     }
 
     /// One [`escape::sweep`], with spawning held off.
     fn sweep(&self, marker: Option<&[u8]>) -> usize {
+        let Some(children) = &self.subreaper else {
+            return 0;
+        };
         let sentinel = self.sentinel.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tracked = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(pid) = sentinel.as_ref().map(Sentinel::pid) {
-            tracked.insert(pid);
-        }
-        escape::sweep(&tracked, marker)
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let sentinel_pid = sentinel.as_ref().map(Sentinel::pid);
+        escape::sweep(
+            children,
+            |pid| live.contains(&pid) || Some(pid) == sentinel_pid,
+            marker,
+        )
     }
 
     fn forget(&self, pgid: i32) {
