@@ -581,6 +581,16 @@ mod tests {
         );
     }
 
+    /// daemon.lock naming the dead `pid`, locked through another open file description: what a
+    /// job spawned at the instant its daemon died holds until it execs.
+    fn held_for_dead_daemon(d: &DataDir, pid: u32) -> File {
+        let info = format!("{pid}\n2026-01-01T00:00:00Z\n0.1.0\n1\n");
+        fs::write(d.daemon_lock_path(), info).unwrap();
+        let f = File::open(d.daemon_lock_path()).unwrap();
+        f.lock().unwrap();
+        f
+    }
+
     /// A lock held by someone else (here another open file description in this process) while the
     /// daemon recorded in daemon.lock is dead: the next daemon waits for it and starts.
     #[test]
@@ -590,13 +600,7 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead_pid = gone.id();
         gone.wait().unwrap();
-        fs::write(
-            d.daemon_lock_path(),
-            format!("{dead_pid}\n2026-01-01T00:00:00Z\n0.1.0\n1\n"),
-        )
-        .unwrap();
-        let straggler = File::open(d.daemon_lock_path()).unwrap();
-        straggler.lock().unwrap();
+        let straggler = held_for_dead_daemon(&d, dead_pid);
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             drop(straggler);
@@ -607,13 +611,7 @@ mod tests {
         drop(lease);
 
         // Held for longer than the patience: a clear error naming the dead daemon.
-        fs::write(
-            d.daemon_lock_path(),
-            format!("{dead_pid}\n2026-01-01T00:00:00Z\n0.1.0\n1\n"),
-        )
-        .unwrap();
-        let straggler = File::open(d.daemon_lock_path()).unwrap();
-        straggler.lock().unwrap();
+        let _straggler = held_for_dead_daemon(&d, dead_pid);
         let err = Lease::daemon_within(&d, Duration::from_millis(100))
             .unwrap_err()
             .to_string();
