@@ -52,7 +52,12 @@ pub fn spec_for(
     env.push(("WORKER_CONFIG".into(), config.dir_absolute.clone()));
     env.push(("WORKER_DATA_DIR".into(), data.root_absolute().to_string()));
     Ok(Spec {
-        exec: job.exec.clone(),
+        exec: match &job.body {
+            crate::config::JobBody::Exec(e) => e.clone(),
+            crate::config::JobBody::Steps(_) => {
+                return Err(format!("job `{}` has steps, not a command", run.job));
+            }
+        },
         workdir: job.workdir.clone(),
         env,
         timeout: job.timeout,

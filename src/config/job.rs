@@ -2,15 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::diag::Pos;
 use super::yaml::{Ctx, Node};
 use crate::model::Priority;
 use crate::queue::retry::{Backoff, DEFAULT_RETRY_POLICY, RetryPolicy};
+use crate::workflow::model::{InputSpec, Workflow};
 
 /// How a job's process is started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exec {
     /// `run:` a string given to `/bin/sh -c`.
     Shell(String),
@@ -26,7 +29,10 @@ pub struct JobDef {
     /// The file, as reached from `--config` (for messages).
     pub file: String,
     pub description: Option<String>,
-    pub exec: Exec,
+    /// What a run does: one process, or a graph of steps.
+    pub body: JobBody,
+    /// `input:`: the fields of a run's JSON input (`None`: any object).
+    pub input: Option<InputSpec>,
     /// Working directory (relative paths are resolved against the config directory).
     pub workdir: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -98,9 +104,24 @@ impl Limits {
     }
 }
 
+/// A job's `run`/`command` (one process) or `steps` (a workflow).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobBody {
+    Exec(Exec),
+    Steps(Arc<Workflow>),
+}
+
 impl JobDef {
     pub fn dependency_names(&self) -> impl Iterator<Item = &str> {
         self.depends_on.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The workflow, for a job with `steps:`.
+    pub fn workflow(&self) -> Option<&Arc<Workflow>> {
+        match &self.body {
+            JobBody::Steps(w) => Some(w),
+            JobBody::Exec(_) => None,
+        }
     }
 }
 
@@ -284,7 +305,8 @@ fn parse_job_inner(
         name: name.to_string(),
         file: ctx.file.clone(),
         description,
-        exec: exec?,
+        body: JobBody::Exec(exec?),
+        input: None,
         workdir: workdir?,
         env: env?,
         timeout,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use alerts::{AlertsConfig, Channel, ChannelKind, Rule};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use fingerprint::Fingerprint;
-pub use job::{Exec, JobDef};
+pub use job::{Exec, JobBody, JobDef};
 pub use scheduler::{CatchUp, Overlap, ScheduleDef, Settings};
 pub use secrets::Secrets;
 

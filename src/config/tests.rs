@@ -68,8 +68,10 @@ retry:
     let c = load(t.path()).unwrap();
     let j = &c.jobs["report"];
     assert_eq!(
-        j.exec,
-        Exec::Shell("./bin/report --date \"$WORKER_SCHEDULED_AT\"".into())
+        j.body,
+        JobBody::Exec(Exec::Shell(
+            "./bin/report --date \"$WORKER_SCHEDULED_AT\"".into()
+        ))
     );
     assert_eq!(j.env["REPORT_DIR"], "/srv/reports");
     assert_eq!(j.env["LEVEL"], "3");
@@ -82,13 +84,13 @@ retry:
     assert_eq!(j.retry.backoff, Backoff::Fixed);
     assert!(!j.retry.jitter);
     assert_eq!(
-        c.jobs["sync"].exec,
-        Exec::Argv(vec![
+        c.jobs["sync"].body,
+        JobBody::Exec(Exec::Argv(vec![
             "rsync".into(),
             "-a".into(),
             "src/".into(),
             "dst/".into()
-        ])
+        ]))
     );
     assert_eq!(c.jobs["sync"].workdir, t.path());
     assert_eq!(c.jobs["sync"].retry.attempts, 1);
