@@ -199,10 +199,7 @@ pub fn parse_alerts(
         }
     }
     // Channel names as written, broken or not, so a rule naming a broken one is not also called unknown.
-    let written: BTreeSet<String> = match top.get("channels").map(|n| &n.value) {
-        Some(Value::Map(entries)) => entries.iter().map(|(k, _)| k.name.clone()).collect(),
-        _ => BTreeSet::new(),
-    };
+    let written = written_channels(doc);
     if let Some(n) = top.get("rules") {
         for item in ctx.list(n, "rules", false).unwrap_or_default() {
             if let Some(rule) = parse_rule(ctx, item, &written, jobs) {
@@ -249,6 +246,21 @@ pub fn parse_alerts(
     }
     top.finish(ctx, "alerts.yaml", TOP_FIELDS);
     out
+}
+
+/// The channel names of an `alerts.yaml` document as written, whether or not each channel is valid.
+pub fn written_channels(doc: &Node) -> BTreeSet<String> {
+    let Value::Map(top) = &doc.value else {
+        return BTreeSet::new();
+    };
+    match top
+        .iter()
+        .find(|(k, _)| k.name == "channels")
+        .map(|(_, n)| &n.value)
+    {
+        Some(Value::Map(entries)) => entries.iter().map(|(k, _)| k.name.clone()).collect(),
+        _ => BTreeSet::new(),
+    }
 }
 
 fn parse_channel(ctx: &mut Ctx<'_>, node: &Node, secrets: &mut Secrets) -> Option<ChannelKind> {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::diag::Pos;
-use super::yaml::{Ctx, Node};
+use super::workflow::{self, ChannelRef};
+use super::yaml::{Ctx, Key, Node};
 use crate::model::Priority;
 use crate::queue::retry::{Backoff, DEFAULT_RETRY_POLICY, RetryPolicy};
 use crate::workflow::model::{InputSpec, Workflow};
@@ -129,6 +130,9 @@ const JOB_FIELDS: &[&str] = &[
     "description",
     "run",
     "command",
+    "steps",
+    "input",
+    "parallel",
     "workdir",
     "env",
     "timeout",
@@ -146,18 +150,28 @@ const LIMIT_FIELDS: &[&str] = &["memory", "cpu_time", "open_files", "processes"]
 const RETRY_FIELDS: &[&str] = &["attempts", "backoff", "initial", "max", "jitter"];
 
 /// What reading a job file produced: the job, when the file had no problem (all problems are
-/// reported to the context), and its `depends_on` entries either way, so that references from a
-/// broken file are still checked.
+/// reported to the context), and what must be checked against other files either way (its
+/// `depends_on` entries, the channels its `notify` steps name), so that references from a broken
+/// file are still checked.
 pub struct ParsedJob {
     pub job: Option<JobDef>,
     pub depends_on: Vec<(String, Pos)>,
+    /// The `notify` steps' channels, checked once `alerts.yaml` is read.
+    pub channels: Vec<ChannelRef>,
+    /// Values to mask wherever text leaves the process (e.g. the password of a `sql` step's URL).
+    pub secrets: Vec<String>,
 }
 
 /// Reads a job from its document.
 pub fn parse_job(ctx: &mut Ctx<'_>, name: &str, doc: &Node, config_dir: &Path) -> ParsedJob {
-    let mut depends_on = Vec::new();
-    let job = parse_job_inner(ctx, name, doc, config_dir, &mut depends_on);
-    ParsedJob { job, depends_on }
+    let mut out = ParsedJob {
+        job: None,
+        depends_on: Vec::new(),
+        channels: Vec::new(),
+        secrets: Vec::new(),
+    };
+    out.job = parse_job_inner(ctx, name, doc, config_dir, &mut out);
+    out
 }
 
 fn parse_job_inner(
@@ -165,86 +179,94 @@ fn parse_job_inner(
     name: &str,
     doc: &Node,
     config_dir: &Path,
-    depends_on: &mut Vec<(String, Pos)>,
+    out: &mut ParsedJob,
 ) -> Option<JobDef> {
     let errors_before = ctx.diags.len();
+    let depends_on = &mut out.depends_on;
     let mut m = ctx.map(doc, "a job file")?;
 
     let description = m
         .get("description")
         .and_then(|n| ctx.string(n, "description"));
 
-    let run = m.get_entry("run");
-    let command = m.get_entry("command");
-    let exec = match (run, command) {
-        (Some(_), Some((k, _))) => {
-            ctx.error(
+    let timeout = m
+        .get("timeout")
+        .and_then(|n| positive_duration(ctx, n, "timeout", "leave it out for no timeout"));
+
+    // What a run does: exactly one of `run`, `command`, `steps`. Each one given is read (so that
+    // its own problems are reported too), but a job with more than one has no body.
+    let bodies: Vec<(&Key, &Node)> = ["run", "command", "steps"]
+        .into_iter()
+        .filter_map(|k| m.get_entry(k))
+        .collect();
+    if bodies.is_empty() {
+        ctx.error(
+            m.pos,
+            "a job needs `run: <shell line>`, `command: [program, args...]` or `steps: [...]` (see Workflows)",
+        );
+    } else if bodies.len() > 1 {
+        let mut written: Vec<&Key> = bodies.iter().map(|(k, _)| *k).collect();
+        written.sort_by_key(|k| (k.pos.line, k.pos.col));
+        let names: Vec<String> = written.iter().map(|k| format!("`{}`", k.name)).collect();
+        let found = match names.as_slice() {
+            [a, b] => format!("both {a} and {b}"),
+            _ => names.join(", "),
+        };
+        ctx.error(
+            written[1].pos,
+            format!("a job has exactly one of `run`, `command` or `steps`; this one has {found} (keep one)"),
+        );
+    }
+    let mut body = None;
+    for (k, n) in &bodies {
+        let read = match k.name.as_str() {
+            "run" => ctx
+                .nonempty_string(n, "run")
+                .map(|s| JobBody::Exec(Exec::Shell(s))),
+            "command" => parse_command(ctx, n, "command")
+                .map(|argv| JobBody::Exec(Exec::Argv(argv.into_iter().map(|(s, _)| s).collect()))),
+            _ => workflow::parse_steps(
+                ctx,
+                n,
+                config_dir,
+                timeout,
+                &mut out.channels,
+                &mut out.secrets,
+            )
+            .map(|steps| {
+                JobBody::Steps(Arc::new(Workflow {
+                    steps,
+                    parallel: None,
+                }))
+            }),
+        };
+        if bodies.len() == 1 {
+            body = read;
+        }
+    }
+
+    let input = m.get("input").and_then(|n| workflow::parse_input(ctx, n));
+
+    if let Some((k, n)) = m.get_entry("parallel") {
+        let parallel = ctx.int(n, "parallel", 1, 1000).map(|p| p as u32);
+        match &mut body {
+            Some(JobBody::Steps(wf)) => Arc::make_mut(wf).parallel = parallel,
+            _ if !m.has("steps") => ctx.error(
                 k.pos,
-                "a job has either `run` (a shell line) or `command` (an argv list), not both",
-            );
-            None
+                "parallel caps the steps of one run running at once, so it needs `steps:` (for simultaneous runs of a job, use `concurrency`)",
+            ),
+            _ => {}
         }
-        (None, None) => {
-            ctx.error(
-                m.pos,
-                "a job needs `run: <shell line>` or `command: [program, args...]`",
-            );
-            None
-        }
-        (Some((_, n)), None) => ctx.nonempty_string(n, "run").map(Exec::Shell),
-        (None, Some((_, n))) => match ctx.string_list(n, "command", false) {
-            Some(argv) if argv.is_empty() => {
-                ctx.error(
-                    n.pos,
-                    "command must name a program: `command: [program, args...]`",
-                );
-                None
-            }
-            Some(argv) if argv[0].0.is_empty() => {
-                ctx.error(argv[0].1, "command: the program name is empty");
-                None
-            }
-            Some(argv) => Some(Exec::Argv(argv.into_iter().map(|(s, _)| s).collect())),
-            None => None,
-        },
-    };
+    }
 
     let workdir = match m.get("workdir") {
-        Some(n) => ctx.nonempty_string(n, "workdir").and_then(|w| {
-            let p = config_dir.join(&w);
-            if p.is_dir() {
-                Some(p)
-            } else {
-                ctx.error(
-                    n.pos,
-                    format!(
-                        "workdir `{w}` is not a directory (resolved to {})",
-                        p.display()
-                    ),
-                );
-                None
-            }
-        }),
+        Some(n) => parse_workdir(ctx, n, config_dir),
         None => Some(config_dir.to_path_buf()),
     };
 
     let env = match m.get("env") {
         Some(n) => ctx.env_map(n, "env"),
         None => Some(BTreeMap::new()),
-    };
-
-    let timeout = match m.get("timeout") {
-        Some(n) => match ctx.duration(n, "timeout") {
-            Some(d) if d.is_zero() => {
-                ctx.error(
-                    n.pos,
-                    "timeout must be longer than 0 (leave it out for no timeout)",
-                );
-                None
-            }
-            d => d,
-        },
-        None => None,
     };
 
     let priority = match m.get("priority") {
@@ -305,8 +327,8 @@ fn parse_job_inner(
         name: name.to_string(),
         file: ctx.file.clone(),
         description,
-        body: JobBody::Exec(exec?),
-        input: None,
+        body: body?,
+        input,
         workdir: workdir?,
         env: env?,
         timeout,
@@ -329,7 +351,62 @@ pub fn check_output_limit(ctx: &mut Ctx<'_>, pos: Pos, size: u64) -> Option<u64>
     Some(size)
 }
 
-fn parse_retry(ctx: &mut Ctx<'_>, node: &Node) -> RetryPolicy {
+/// `command:` (of a job or a step): an argv list naming a program, each element with its position.
+pub(super) fn parse_command(ctx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<(String, Pos)>> {
+    let argv = ctx.string_list(n, what, false)?;
+    match argv.first() {
+        None => {
+            ctx.error(
+                n.pos,
+                format!("{what} must name a program: `{what}: [program, args...]`"),
+            );
+            None
+        }
+        Some((program, pos)) if program.is_empty() => {
+            ctx.error(*pos, format!("{what}: the program name is empty"));
+            None
+        }
+        Some(_) => Some(argv),
+    }
+}
+
+/// `workdir:` (of a job or a step): a directory, relative paths resolved against the config
+/// directory.
+pub(super) fn parse_workdir(ctx: &mut Ctx<'_>, n: &Node, config_dir: &Path) -> Option<PathBuf> {
+    let w = ctx.nonempty_string(n, "workdir")?;
+    let p = config_dir.join(&w);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        ctx.error(
+            n.pos,
+            format!(
+                "workdir `{w}` is not a directory (resolved to {})",
+                p.display()
+            ),
+        );
+        None
+    }
+}
+
+/// A duration that must be longer than zero; `zero_hint` says what to write instead of `0s`.
+pub(super) fn positive_duration(
+    ctx: &mut Ctx<'_>,
+    n: &Node,
+    what: &str,
+    zero_hint: &str,
+) -> Option<Duration> {
+    match ctx.duration(n, what) {
+        Some(d) if d.is_zero() => {
+            ctx.error(n.pos, format!("{what} must be longer than 0 ({zero_hint})"));
+            None
+        }
+        d => d,
+    }
+}
+
+/// `retry:` of a job or of a step.
+pub(super) fn parse_retry(ctx: &mut Ctx<'_>, node: &Node) -> RetryPolicy {
     let mut policy = DEFAULT_RETRY_POLICY;
     let Some(mut m) = ctx.map(node, "retry") else {
         return policy;

@@ -11,6 +11,7 @@ pub mod interp;
 pub mod job;
 pub mod scheduler;
 pub mod secrets;
+pub mod workflow;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,6 +196,7 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
     // reported as a dependency on a missing one.
     let all_names: BTreeSet<String> = job_files.iter().map(|(n, _)| n.clone()).collect();
     let mut references: Vec<(String, String, Pos)> = Vec::new();
+    let mut channel_refs: Vec<(String, workflow::ChannelRef)> = Vec::new();
     for (name, _) in &job_files {
         let display = display_path(dir, &format!("jobs/{name}.yaml"));
         if !is_valid_name(name) {
@@ -216,12 +218,16 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
                 config.secrets.add(v);
             }
         }
+        for v in parsed.secrets {
+            config.secrets.add(v);
+        }
         references.extend(
             parsed
                 .depends_on
                 .into_iter()
                 .map(|(dep, pos)| (display.clone(), dep, pos)),
         );
+        channel_refs.extend(parsed.channels.into_iter().map(|r| (display.clone(), r)));
         if let Some(job) = parsed.job {
             config.jobs.insert(name.clone(), Arc::new(job));
         }
@@ -254,6 +260,7 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
 
     // alerts.yaml: every value from the environment is a secret here.
     let alerts_display = display_path(dir, "alerts.yaml");
+    let mut written_channels = BTreeSet::new();
     if let Some((src, node)) = read_yaml(
         dir,
         "alerts.yaml",
@@ -266,9 +273,11 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
         for v in std::mem::take(&mut ctx.from_env) {
             config.secrets.add(v);
         }
+        written_channels = alerts::written_channels(&node);
     }
 
     check_dependencies(&config, &all_names, &references, diags);
+    workflow::check_channels(&config.alerts, &written_channels, &channel_refs, diags);
     config
 }
 

@@ -34,6 +34,12 @@ fn env() -> &'static Environment<'static> {
 /// The names a template or expression may start from.
 pub const ROOTS: &[&str] = &["input", "steps", "run"];
 
+/// Whether `name` is one of the environment's global functions (`range`, `dict`, `namespace`…),
+/// which a template may call without it being part of the context.
+pub fn is_global(name: &str) -> bool {
+    env().globals().any(|(g, _)| g == name)
+}
+
 /// Whether `text` holds template syntax at all (most values do not: they pass through as-is).
 pub fn has_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
