@@ -1124,6 +1124,44 @@ mod tests {
             err.starts_with("PostgreSQL: cannot read sslrootcert /nonexistent.pem"),
             "{err}"
         );
+
+        // Debian's server certificate is self-signed for `localhost`: as its own root, it passes
+        // verify-ca from any name, and verify-full only under the name it is for.
+        let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+        let served = sql("SELECT current_setting('ssl_cert_file') AS f", &[]).await;
+        if served["rows"][0]["f"] != snakeoil || !std::path::Path::new(snakeoil).exists() {
+            println!("skipped: the server's certificate is not {snakeoil}");
+            return;
+        }
+        let out = run(
+            &format!("{URL}?sslmode=verify-ca&sslrootcert={snakeoil}"),
+            encrypted,
+            &[],
+            T,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["rows"][0]["ssl"], true);
+        let err = run(
+            &format!("{URL}?sslmode=verify-full&sslrootcert={snakeoil}"),
+            encrypted,
+            &[],
+            T,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("certificate not valid for name"), "{err}");
+        let out = run(
+            &format!(
+                "postgres://postgres@localhost:5432/test?sslmode=verify-full&sslrootcert={snakeoil}"
+            ),
+            encrypted,
+            &[],
+            T,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["rows"][0]["ssl"], true);
     }
 
     #[test]
