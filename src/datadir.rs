@@ -49,6 +49,7 @@ impl DataDir {
         b.create(root)?;
         b.create(root.join("logs"))?;
         b.create(root.join("leases"))?;
+        b.create(root.join("outputs"))?;
         let root_absolute = std::path::absolute(root)
             .unwrap_or_else(|_| root.to_path_buf())
             .display()
@@ -111,6 +112,21 @@ impl DataDir {
     /// Captured output of one attempt (`seq` counts every attempt row of the run, from 1).
     pub fn log_path(&self, run: i64, seq: u32) -> PathBuf {
         self.root.join("logs").join(format!("{run}.{seq}.log"))
+    }
+
+    /// Captured output of a workflow step's `attempt` (its executions in the run, from 1).
+    pub fn step_log_path(&self, run: i64, step: &str, attempt: u32) -> PathBuf {
+        self.root
+            .join("logs")
+            .join(format!("{run}.step.{step}.{attempt}.log"))
+    }
+
+    /// The `$WORKER_OUTPUT` file of a workflow step's execution (read, then removed, when it
+    /// ends).
+    pub fn step_output_path(&self, run: i64, step: &str, attempt: u32) -> PathBuf {
+        self.root
+            .join("outputs")
+            .join(format!("{run}.{step}.{attempt}"))
     }
 
     pub fn daemon_lock_path(&self) -> PathBuf {

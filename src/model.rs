@@ -85,6 +85,9 @@ pub enum RunState {
     Running,
     /// A failed attempt is backing off before the next one.
     Retrying,
+    /// A workflow run whose only unfinished steps sleep or wait for a signal: no process, no
+    /// slot; it resumes when one of them is due.
+    Suspended,
     Succeeded,
     /// Attempts exhausted (or a dependency failed): the run is in the dead-letter queue.
     Dead,
@@ -92,12 +95,13 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 8] = [
+    pub const ALL: [RunState; 9] = [
         RunState::Delayed,
         RunState::Waiting,
         RunState::Queued,
         RunState::Running,
         RunState::Retrying,
+        RunState::Suspended,
         RunState::Succeeded,
         RunState::Dead,
         RunState::Cancelled,
@@ -110,6 +114,7 @@ impl RunState {
             RunState::Queued => "queued",
             RunState::Running => "running",
             RunState::Retrying => "retrying",
+            RunState::Suspended => "suspended",
             RunState::Succeeded => "succeeded",
             RunState::Dead => "dead",
             RunState::Cancelled => "cancelled",
@@ -140,6 +145,98 @@ impl fmt::Display for RunState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Where a workflow step is.
+///
+/// `pending` → `running` → `succeeded` | `failed` (| back to `pending` for a retry in place);
+/// `pending` → `suspended` (a sleep, a wait for a signal) → `succeeded` | `failed`;
+/// `pending` → `skipped` (`if:` false) | `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Suspended,
+    Cancelled,
+}
+
+impl StepState {
+    pub const ALL: [StepState; 7] = [
+        StepState::Pending,
+        StepState::Running,
+        StepState::Succeeded,
+        StepState::Failed,
+        StepState::Skipped,
+        StepState::Suspended,
+        StepState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::Suspended => "suspended",
+            StepState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Done for good in this attempt of the run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled
+        )
+    }
+}
+
+impl FromStr for StepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StepState::ALL
+            .iter()
+            .find(|st| st.as_str() == s)
+            .copied()
+            .ok_or_else(|| format!("unknown step state `{s}`"))
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A workflow step of a run, as checkpointed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub run_id: RunId,
+    pub name: String,
+    /// Its position in the job's `steps:`.
+    pub idx: u32,
+    /// `run`, `command`, `http`, `sql`, `notify`, `sleep`, `wait_for`.
+    pub kind: String,
+    pub state: StepState,
+    /// Executions started (retries in place and re-runs of the run included).
+    pub attempts: u32,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    /// A suspended step's wake-up (sleep end, wait timeout); a pending step's retry time.
+    pub wake_at: Option<Time>,
+    /// The signal a `wait_for` step waits for.
+    pub waiting_for: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub outputs: Option<serde_json::Value>,
+    /// The run whose checkpoint this one reused (`queue:retry`).
+    pub reused_from: Option<RunId>,
 }
 
 /// What created a run; passed to the job as `WORKER_TRIGGER`.
@@ -272,6 +369,24 @@ pub struct Run {
     pub retry_of: Option<RunId>,
     /// Runs that must succeed before this one starts.
     pub depends_on: Vec<RunId>,
+    /// The run's JSON input (`--input`), if any.
+    pub input: Option<serde_json::Value>,
+    /// Whether it is a workflow run (its job's steps are pinned with it).
+    pub has_steps: bool,
+    /// The first run of a `queue:retry` chain this one continues (itself when `None`): names
+    /// outward effects (`Idempotency-Key: worker-ORIGIN-STEP`) so that a resend is recognised.
+    pub origin: Option<RunId>,
+    /// Queued to resume a suspended attempt rather than to start a new one.
+    pub resume: bool,
+    /// A workflow run's steps, in order (loaded with the run by listings and `show`).
+    pub steps: Vec<Step>,
+}
+
+impl Run {
+    /// The id that names this run's outward effects (see [`Run::origin`]).
+    pub fn origin_id(&self) -> RunId {
+        self.origin.unwrap_or(self.id)
+    }
 }
 
 /// One attempt of a run.
@@ -314,10 +429,12 @@ pub enum EventKind {
     Recovered,
     /// A reload was rejected.
     ConfigError,
+    /// A workflow step ended `failed` (also with `allow_failure`).
+    StepFailed,
 }
 
 impl EventKind {
-    pub const ALL: [(&'static str, EventKind); 7] = [
+    pub const ALL: [(&'static str, EventKind); 8] = [
         ("attempt_failed", EventKind::AttemptFailed),
         ("dead", EventKind::Dead),
         ("timeout", EventKind::Timeout),
@@ -325,6 +442,7 @@ impl EventKind {
         ("late", EventKind::Late),
         ("recovered", EventKind::Recovered),
         ("config_error", EventKind::ConfigError),
+        ("step_failed", EventKind::StepFailed),
     ];
 
     pub fn as_str(self) -> &'static str {

@@ -1,13 +1,18 @@
 //! The bridge between the queue and the executor, shared by the daemon and `worker job`: what
 //! process a claimed run becomes, and what its end means for the run.
 
-use crate::config::Config;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use crate::config::{Config, Exec, JobBody, JobDef};
 use crate::datadir::{DataDir, Owner};
 use crate::exec::{Exit, Finished, Spec, StopReason};
+use crate::model::Run;
 use crate::model::{RunId, RunState};
 use crate::queue::lifecycle;
 use crate::queue::{Claimed, Outcome, Report};
 use crate::store::{Store, StoreError};
+use crate::workflow::run::{Launch, Work};
 
 /// The process for a claimed run, or why there is none (its job is no longer defined).
 ///
@@ -21,12 +26,41 @@ pub fn spec_for(
     tee: bool,
 ) -> Result<Spec, String> {
     let run = &claimed.run;
-    let job = config.job(&run.job).ok_or_else(|| {
-        format!(
-            "job `{}` is not defined (was jobs/{}.yaml removed?)",
-            run.job, run.job
-        )
-    })?;
+    let job = defined(config, &run.job)?;
+    let exec = match &job.body {
+        JobBody::Exec(e) => e.clone(),
+        JobBody::Steps(_) => return Err(format!("job `{}` has steps, not a command", run.job)),
+    };
+    Ok(Spec {
+        exec,
+        workdir: job.workdir.clone(),
+        env: environment(run, claimed.attempt, job, config, data, &[]),
+        timeout: job.timeout,
+        log: data.log_path(run.id, claimed.seq),
+        output_limit: config.output_limit(job),
+        tee,
+        identity: job.identity.clone(),
+        limits: job.limits.clone(),
+    })
+}
+
+/// The job of a run, or why it cannot run.
+fn defined<'c>(config: &'c Config, job: &str) -> Result<&'c JobDef, String> {
+    config
+        .job(job)
+        .map(|j| j.as_ref())
+        .ok_or_else(|| format!("job `{job}` is not defined (was jobs/{job}.yaml removed?)"))
+}
+
+/// A process's environment (see [`spec_for`]), `extra` last but before worker's own.
+fn environment(
+    run: &Run,
+    attempt: u32,
+    job: &JobDef,
+    config: &Config,
+    data: &DataDir,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(user) = job.identity.as_ref().and_then(|i| i.user.as_ref()) {
         env.push(("HOME".into(), user.home.clone()));
@@ -35,9 +69,10 @@ pub fn spec_for(
     }
     env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(extra.iter().cloned());
     env.push(("WORKER_JOB".into(), run.job.clone()));
     env.push(("WORKER_RUN_ID".into(), run.id.to_string()));
-    env.push(("WORKER_ATTEMPT".into(), claimed.attempt.to_string()));
+    env.push(("WORKER_ATTEMPT".into(), attempt.to_string()));
     env.push(("WORKER_TRIGGER".into(), run.trigger.as_str().into()));
     if let Some(key) = &run.key {
         env.push(("WORKER_KEY".into(), key.clone()));
@@ -48,25 +83,128 @@ pub fn spec_for(
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ));
     }
+    if let Some(input) = &run.input {
+        env.push(("WORKER_INPUT".into(), input.to_string()));
+    }
     // So that a job can itself call `worker` (enqueue a follow-up) against the same setup.
     env.push(("WORKER_CONFIG".into(), config.dir_absolute.clone()));
     env.push(("WORKER_DATA_DIR".into(), data.root_absolute().to_string()));
-    Ok(Spec {
-        exec: match &job.body {
-            crate::config::JobBody::Exec(e) => e.clone(),
-            crate::config::JobBody::Steps(_) => {
-                return Err(format!("job `{}` has steps, not a command", run.job));
-            }
+    env
+}
+
+/// The process of a workflow's `run`/`command` step: the job's environment, then the step's own
+/// (rendered), then worker's with `WORKER_STEP` and `WORKER_OUTPUT` — the file whose `key=value`
+/// lines or JSON object become the step's outputs (created empty, owned by the job's user).
+/// Returns the spec and that file.
+pub fn step_spec(
+    run: &Run,
+    launch: &Launch,
+    exec: &Exec,
+    config: &Config,
+    data: &DataDir,
+    tee: bool,
+) -> Result<(Spec, PathBuf), String> {
+    let job = defined(config, &run.job)?;
+    let Work::Process {
+        env: step_env,
+        workdir,
+        timeout,
+    } = &launch.work
+    else {
+        return Err(format!("step {} is not a process", launch.step));
+    };
+    let output = output_file(run, launch, job, data)?;
+    let mut env = environment(run, run.attempt, job, config, data, step_env);
+    env.push(("WORKER_STEP".into(), launch.step.clone()));
+    env.push(("WORKER_OUTPUT".into(), output.display().to_string()));
+    let workdir = match workdir {
+        Some(w) => w.clone(),
+        None => job.workdir.clone(),
+    };
+    Ok((
+        Spec {
+            exec: exec.clone(),
+            workdir,
+            env,
+            timeout: timeout.or(job.timeout),
+            log: data.step_log_path(run.id, &launch.step, launch.attempt),
+            output_limit: config.output_limit(job),
+            tee,
+            identity: job.identity.clone(),
+            limits: job.limits.clone(),
         },
-        workdir: job.workdir.clone(),
-        env,
-        timeout: job.timeout,
-        log: data.log_path(run.id, claimed.seq),
-        output_limit: config.output_limit(job),
-        tee,
-        identity: job.identity.clone(),
-        limits: job.limits.clone(),
-    })
+        output,
+    ))
+}
+
+/// Creates the empty `$WORKER_OUTPUT` file of a step's execution. In the (private) data
+/// directory — unless the job runs as another user, who could not reach it there: then in a
+/// directory of its own under the system's temporary directory, both owned by that user.
+fn output_file(
+    run: &Run,
+    launch: &Launch,
+    job: &JobDef,
+    data: &DataDir,
+) -> Result<PathBuf, String> {
+    let create = |path: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::datadir::FILE_MODE)
+            .open(path)
+            .map(|_| ())
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+    };
+    let Some(identity) = &job.identity else {
+        let path = data.step_output_path(run.id, &launch.step, launch.attempt);
+        create(&path)?;
+        return Ok(path);
+    };
+    let uid = identity.user.as_ref().map(|u| u.uid);
+    let dir = std::env::temp_dir().join(format!(
+        "worker-output-{}-{}-{}-{:08x}",
+        run.id,
+        launch.step,
+        launch.attempt,
+        fastrand::u32(..)
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("output");
+    create(&path)?;
+    for p in [&dir, &path] {
+        std::os::unix::fs::chown(p, uid, Some(identity.gid))
+            .map_err(|e| format!("cannot give {} to the job's user: {e}", p.display()))?;
+    }
+    Ok(path)
+}
+
+/// Reads and removes a step's `$WORKER_OUTPUT` file (and its directory, when it had its own).
+pub fn take_output_file(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let max = crate::workflow::steps::MAX_OUTPUTS as u64;
+    let bytes = match std::fs::metadata(path) {
+        // Never read more than a step may store.
+        Ok(m) if m.len() > max => Err(format!(
+            "$WORKER_OUTPUT holds {} bytes, more than the 1 MiB a step may store",
+            m.len()
+        )),
+        Ok(_) => std::fs::read(path).map_err(|e| format!("cannot read $WORKER_OUTPUT: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read $WORKER_OUTPUT: {e}")),
+    };
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent()
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("worker-output-"))
+    {
+        let _ = std::fs::remove_dir(dir);
+    }
+    crate::workflow::run::parse_output_file(&bytes?)
 }
 
 /// What an ended process means for its run. A failed attempt carries its last lines of output
@@ -102,7 +240,7 @@ pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report
 
 /// The error of a failed attempt: the limit it ran into (`limits.cpu_time`, `limits.memory`),
 /// else how it ended.
-fn failure_text(finished: &Finished, spec: &Spec, output_tail: &str) -> String {
+pub fn failure_text(finished: &Finished, spec: &Spec, output_tail: &str) -> String {
     if !finished.timed_out
         && let Some(e) =
             crate::exec::identity::exceeded_limit(&spec.limits, &finished.exit, output_tail)

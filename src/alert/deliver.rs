@@ -78,7 +78,11 @@ impl Deliverer {
             ChannelKind::Discord { webhook_url } => {
                 self.post(webhook_url, &message::discord(&m)).await
             }
-            ChannelKind::Email { smtp, from, to } => self.mail(smtp, from, to, &m).await,
+            ChannelKind::Email { smtp, from, to } => {
+                // A `notify` step may name its own recipients.
+                let to = event.to.as_deref().filter(|t| !t.is_empty()).unwrap_or(to);
+                self.mail(smtp, from, to, &m).await
+            }
         };
         result.map_err(|f| match f {
             Failure::Retry { error, after } => Failure::Retry {

@@ -18,6 +18,8 @@ pub struct Message {
     pub output: Option<String>,
     /// Embed colour (Discord), by severity.
     pub color: u32,
+    /// A workflow `notify` step's own message: sent as it is, instead of the alert layout.
+    pub text: Option<String>,
 }
 
 /// Renders `e` as delivered from `host`.
@@ -47,6 +49,16 @@ pub fn render(e: &Event, host: &str) -> Message {
             reason.lines().next().unwrap_or_default()
         ),
         "summary" => reason.clone(),
+        "step_failed" => format!(
+            "{job} {run}: step {} failed: {reason}",
+            e.step.clone().unwrap_or_default()
+        ),
+        "notify" => e
+            .text
+            .as_deref()
+            .and_then(|t| t.lines().find(|l| !l.trim().is_empty()))
+            .unwrap_or_default()
+            .to_string(),
         "test" => format!("test alert from worker on {host}"),
         other => format!("{other} {job} {run}"),
     };
@@ -57,6 +69,9 @@ pub fn render(e: &Event, host: &str) -> Message {
     }
     if let Some(r) = e.run_id {
         fields.push(("Run", r.to_string()));
+    }
+    if let Some(s) = &e.step {
+        fields.push(("Step", s.clone()));
     }
     if !attempt.is_empty() {
         fields.push((
@@ -98,10 +113,10 @@ pub fn render(e: &Event, host: &str) -> Message {
         "recovered" => 0x30_A0_50,
         _ => 0x60_70_80,
     };
-    let subject = if job.is_empty() {
-        format!("[worker] {}: {headline}", e.event)
-    } else {
-        format!("[worker] {} {job}: {headline}", e.event)
+    let subject = match (&e.subject, job.is_empty()) {
+        (Some(s), _) => s.clone(),
+        (None, true) => format!("[worker] {}: {headline}", e.event),
+        (None, false) => format!("[worker] {} {job}: {headline}", e.event),
     };
     Message {
         subject,
@@ -109,6 +124,7 @@ pub fn render(e: &Event, host: &str) -> Message {
         fields,
         output: e.output.clone().filter(|o| !o.trim().is_empty()),
         color,
+        text: e.text.clone().filter(|_| e.event == "notify"),
     }
 }
 
@@ -126,6 +142,9 @@ fn tail(s: &str, max: usize) -> String {
 
 /// A Slack incoming-webhook payload: `text` (notifications, fallbacks) and `blocks`.
 pub fn slack(m: &Message) -> Value {
+    if let Some(text) = &m.text {
+        return json!({"text": tail(text, 39_000)});
+    }
     let facts: Vec<Value> = m
         .fields
         .iter()
@@ -144,6 +163,9 @@ pub fn slack(m: &Message) -> Value {
 
 /// A Discord webhook payload: one embed.
 pub fn discord(m: &Message) -> Value {
+    if let Some(text) = &m.text {
+        return json!({"username": "worker", "content": tail(text, 2000)});
+    }
     let fields: Vec<Value> = m
         .fields
         .iter()
@@ -166,6 +188,9 @@ pub fn discord(m: &Message) -> Value {
 
 /// A plain-text e-mail body.
 pub fn email_body(m: &Message) -> String {
+    if let Some(text) = &m.text {
+        return text.clone();
+    }
     let mut body = format!("{}\n\n", m.headline);
     let width = m.fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &m.fields {

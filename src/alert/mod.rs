@@ -47,6 +47,17 @@ pub struct Event {
     /// For summaries: the rule and the window.
     pub rule: Option<String>,
     pub window_start: Option<Time>,
+    /// The workflow step it is about (`step_failed`, `notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// A `notify` step's message, sent as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A `notify` step's e-mail recipients and subject (instead of the channel's and ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// How many lines of output an alert carries.
@@ -209,6 +220,33 @@ fn close_window(
         },
     )?;
     Ok(true)
+}
+
+/// Writes a workflow `notify` step's message to the outbox for `channel`, once per `dedupe` key
+/// (whatever is retried). Returns the alert's id: the step ends when its delivery does.
+pub fn notify(
+    tx: &Tx<'_>,
+    config: &Config,
+    channel: &str,
+    mut event: Event,
+    dedupe: &str,
+    now: Time,
+) -> Result<i64, StoreError> {
+    event.text = event.text.map(|t| config.secrets.mask(&t));
+    let payload = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.insert_alert_once(
+        &NewAlert {
+            rule: "notify",
+            channel,
+            job: event.job.as_deref(),
+            event: "notify",
+            run_id: event.run_id,
+            status: "pending",
+            payload: &payload,
+            now,
+        },
+        dedupe,
+    )
 }
 
 /// Raises `late` for every fire whose deadline passed without its run succeeding in time.

@@ -3,11 +3,12 @@
 use serde_json::Value;
 
 use super::output::{
-    attempt_json, exit_text, opt_human, print_json, print_table, run_duration_ms, run_json, table,
+    attempt_json, exit_text, human, opt_human, print_json, print_table, run_duration_ms, run_json,
+    step_duration_ms, table,
 };
 use super::{CliError, CliResult, Ctx};
 use crate::exec::capture;
-use crate::model::{RunId, RunState};
+use crate::model::{RunId, RunState, StepState};
 use crate::store::RunFilter;
 use crate::units::format_duration;
 
@@ -144,6 +145,9 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
     if let Some(e) = &run.error {
         field("error", e.clone());
     }
+    if let Some(i) = &run.input {
+        field("input", i.to_string());
+    }
     if !attempts.is_empty() {
         println!();
         let mut t = table(&[
@@ -164,7 +168,60 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
         }
         print_table(&t);
     }
-    if let Some(a) = current {
+    if run.has_steps {
+        println!();
+        let mut t = table(&[
+            "STEP",
+            "KIND",
+            "STATE",
+            "ATTEMPTS",
+            "STARTED",
+            "DURATION",
+            "ERROR / WAITS FOR",
+        ]);
+        for st in &run.steps {
+            let duration = match (st.state, step_duration_ms(st)) {
+                (_, Some(ms)) => ms_text(Some(ms)),
+                (StepState::Running | StepState::Suspended, None) => st
+                    .started_at
+                    .map(|s| format!("{} so far", ms_text(Some((now - s).num_milliseconds()))))
+                    .unwrap_or_else(|| "-".into()),
+                _ => "-".into(),
+            };
+            let wake = st.wake_at.filter(|t| !crate::store::is_never(*t));
+            let note = match (st.state, &st.waiting_for, wake) {
+                (StepState::Suspended, Some(sig), Some(t)) => {
+                    format!("signal {sig} (until {})", human(t))
+                }
+                (StepState::Suspended, Some(sig), None) => format!("signal {sig}"),
+                (StepState::Suspended, None, Some(t)) => format!("sleeps until {}", human(t)),
+                (StepState::Pending, _, Some(t)) => format!(
+                    "retry at {}{}",
+                    human(t),
+                    st.error
+                        .as_deref()
+                        .map(|e| format!(" after: {e}"))
+                        .unwrap_or_default()
+                ),
+                _ => match (&st.error, st.reused_from) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(r)) => format!("reused from run {r}"),
+                    (None, None) => String::new(),
+                },
+            };
+            t.add_row(vec![
+                st.name.clone(),
+                st.kind.clone(),
+                st.state.to_string(),
+                st.attempts.to_string(),
+                opt_human(st.started_at),
+                duration,
+                note,
+            ]);
+        }
+        print_table(&t);
+    }
+    if let Some(a) = current.filter(|_| !run.has_steps) {
         let tail = capture::last_lines(&data.log_path(id, a.seq), SHOW_TAIL_LINES);
         println!();
         if tail.is_empty() {

@@ -7,6 +7,7 @@
 //! stopped and the rest of the chain is cancelled.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,6 +24,7 @@ use crate::runner;
 use crate::store::{Store, StoreError};
 use crate::units::format_duration;
 use crate::wake;
+use crate::workflow::launch::StepRunner;
 
 /// How often the foreground command looks at the store while it waits (a person is watching:
 /// a quarter second is responsive and still costs nothing measurable).
@@ -37,9 +39,11 @@ pub fn run(
     env: Vec<(String, String)>,
     no_deps: bool,
     no_retry: bool,
+    input: Option<&str>,
 ) -> CliResult {
     let config = ctx.config()?;
     ctx.known_job(&config, name)?;
+    let input = super::run_input(&config, name, input)?;
     let (data, store) = ctx.store()?;
     let lease = Lease::foreground(&data)
         .map_err(|e| CliError::Failed(format!("cannot create a lease file: {e}")))?;
@@ -52,12 +56,15 @@ pub fn run(
     req.expand_deps = !no_deps;
     req.owner = Some(lease.id.clone());
     req.no_retry = no_retry;
+    req.input = input;
+    let exec = Arc::new(Executor::new(Some(crate::exec::self_exe())));
     let mut fg = Foreground {
-        config,
+        steps: Arc::new(StepRunner::new(exec.clone(), data.clone(), true)),
+        config: Arc::new(config),
         data,
         store,
         lease,
-        exec: Executor::new(Some(crate::exec::self_exe())),
+        exec,
     };
     runtime.block_on(async {
         let result = fg.run(req).await;
@@ -67,11 +74,13 @@ pub fn run(
 }
 
 struct Foreground {
-    config: Config,
+    config: Arc<Config>,
     data: DataDir,
     store: Store,
     lease: Lease,
-    exec: Executor,
+    exec: Arc<Executor>,
+    /// Runs workflow steps (output teed to the terminal).
+    steps: Arc<StepRunner>,
 }
 
 enum Step {
@@ -87,8 +96,13 @@ impl Foreground {
         let target = self
             .store
             .write(|tx| enqueue(tx, config, &req, now))
-            .map_err(|e| CliError::Failed(e.to_string()))?
+            .map_err(|e| match e {
+                crate::queue::EnqueueError::Input(m) => CliError::Usage(m),
+                e => CliError::Failed(e.to_string()),
+            })?
             .id;
+        // Without a daemon, nobody else delivers what `notify` steps send: deliver it here.
+        let outbox = self.start_outbox();
         let mut interrupt = Interrupt::new()?;
         let mut said: HashSet<String> = HashSet::new();
         loop {
@@ -125,12 +139,19 @@ impl Foreground {
                     ))
                 })?;
             if let Some(c) = claimed.into_iter().next() {
-                if let Step::Interrupted = self.execute(c, &mut interrupt).await? {
+                let step = if c.run.has_steps {
+                    self.execute_flow(c, &mut interrupt).await?
+                } else {
+                    self.execute(c, &mut interrupt).await?
+                };
+                if let Step::Interrupted = step {
+                    drop(outbox);
                     return self.abandon(target);
                 }
                 continue;
             }
             if target_state.is_final() {
+                drop(outbox);
                 return self.conclude(target);
             }
             for job in blocked {
@@ -145,6 +166,12 @@ impl Foreground {
                 if said.insert(format!("dep:{w}")) {
                     eprintln!("worker: waiting for {w}");
                 }
+            }
+            if target_state == RunState::Suspended
+                && let Some(why) = self.suspension(target)?
+                && said.insert(format!("suspended:{why}"))
+            {
+                eprintln!("worker: run {target} is suspended: {why}");
             }
             let mut wait = POLL;
             if let Some(due) = next_due {
@@ -240,6 +267,228 @@ impl Foreground {
         })
     }
 
+    /// What a suspended run of ours waits for, in words.
+    fn suspension(&mut self, id: RunId) -> CliResult<Option<String>> {
+        let steps = self.store.read(|tx| tx.steps(id))?;
+        let parts: Vec<String> = steps
+            .iter()
+            .filter(|s| s.state == crate::model::StepState::Suspended)
+            .map(|s| {
+                match (
+                    &s.waiting_for,
+                    s.wake_at.filter(|t| !crate::store::is_never(*t)),
+                ) {
+                    (Some(sig), Some(t)) => format!(
+                        "step {} waits for signal {sig} (`worker signal {id} {sig}`) until {}",
+                        s.name,
+                        super::output::human(t)
+                    ),
+                    (Some(sig), None) => format!(
+                        "step {} waits for signal {sig} (`worker signal {id} {sig}`)",
+                        s.name
+                    ),
+                    (None, Some(t)) => {
+                        format!("step {} sleeps until {}", s.name, super::output::human(t))
+                    }
+                    (None, None) => format!("step {} is suspended", s.name),
+                }
+            })
+            .collect();
+        Ok((!parts.is_empty()).then(|| parts.join("; ")))
+    }
+
+    /// Runs a claimed workflow run's steps here — process steps with their output streamed,
+    /// the others in-process — committing each step's end with the steps it makes ready, until
+    /// the run's attempt ends or it is suspended (it stays reserved for us, and the loop of
+    /// [`Foreground::run`] resumes it when it is due).
+    async fn execute_flow(
+        &mut self,
+        claimed: Claimed,
+        interrupt: &mut Interrupt,
+    ) -> CliResult<Step> {
+        use crate::workflow::run::{self as wf, Halt, Next, RunCtx};
+        let run = claimed.run.clone();
+        let owner = self.lease.id.clone();
+        let def: Arc<crate::workflow::model::Workflow> = {
+            let text = self
+                .store
+                .read(|tx| tx.definition(run.id))?
+                .ok_or_else(|| CliError::Failed(format!("run {} has no steps pinned", run.id)))?;
+            Arc::new(
+                serde_json::from_str(&text)
+                    .map_err(|e| CliError::Failed(format!("run {}'s pinned steps: {e}", run.id)))?,
+            )
+        };
+        eprintln!(
+            "worker: running {} (run {}, attempt {}/{}{}, {} steps)",
+            run.job,
+            run.id,
+            claimed.attempt,
+            run.max_attempts,
+            if claimed.resumed { ", resumed" } else { "" },
+            def.steps.len()
+        );
+        let config = self.config.clone();
+        let (done_tx, mut done_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(String, wf::StepOutcome)>();
+        let mut handles: std::collections::HashMap<String, watch::Sender<Option<StopReason>>> =
+            std::collections::HashMap::new();
+        let mut halt: Option<Halt> = None;
+        let mut interrupted = false;
+        // The first decision: begin (or resume) the attempt.
+        let mut next = {
+            let now = chrono::Utc::now();
+            self.store.write(|tx| {
+                let mut ctx = RunCtx {
+                    run: &run,
+                    def: &def,
+                    config: &config,
+                    process_slots: usize::MAX,
+                    keep_owner: Some(&owner),
+                    halt: None,
+                };
+                let p = if claimed.resumed {
+                    wf::advance(tx, &mut ctx, now)?
+                } else {
+                    wf::begin(tx, &mut ctx, now)?
+                };
+                wf::settle(tx, &ctx, claimed.seq, p, now, fastrand::f64())
+            })?
+        };
+        loop {
+            let wake = match next {
+                Next::Ended(state) => {
+                    wake::notify(&self.data);
+                    eprintln!("worker: {} run {} {state}", run.job, run.id);
+                    break;
+                }
+                Next::Parked(_) => {
+                    wake::notify(&self.data);
+                    break;
+                }
+                Next::Launch { launches, wake, .. } => {
+                    for l in launches {
+                        let Some((_, d)) = def.step(&l.step) else {
+                            continue;
+                        };
+                        eprintln!("worker: step {} ({}) started", l.step, d.kind.as_str());
+                        let (stop_tx, stop_rx) = watch::channel(None);
+                        handles.insert(l.step.clone(), stop_tx);
+                        let (runner, run, kind, config, tx) = (
+                            self.steps.clone(),
+                            run.clone(),
+                            d.kind.clone(),
+                            config.clone(),
+                            done_tx.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let name = l.step.clone();
+                            let (outcome, _) =
+                                runner.execute(&run, &kind, l, config, stop_rx).await;
+                            let _ = tx.send((name, outcome));
+                        });
+                    }
+                    wake
+                }
+            };
+            // Wait for a step to end, a step's wake-up, a cancel, or Ctrl-C.
+            let until_wake = wake
+                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.tick().await;
+            let ended: Option<(String, wf::StepOutcome)> = tokio::select! {
+                Some(e) = done_rx.recv() => Some(e),
+                _ = tokio::time::sleep(until_wake) => None,
+                _ = interrupt.recv() => {
+                    eprintln!("worker: interrupted: stopping {} (run {})", run.job, run.id);
+                    interrupted = true;
+                    halt = Some(Halt::Cancel);
+                    for h in handles.values() {
+                        let _ = h.send(Some(StopReason::Cancel));
+                    }
+                    None
+                }
+                _ = tick.tick() => {
+                    let id = run.id;
+                    if halt.is_none() && self.store.read(|tx| tx.brief(id))?.is_some_and(|b| b.cancel_requested) {
+                        halt = Some(Halt::Cancel);
+                        for h in handles.values() {
+                            let _ = h.send(Some(StopReason::Cancel));
+                        }
+                    }
+                    None
+                }
+            };
+            let now = chrono::Utc::now();
+            next = self.store.write(|tx| {
+                let mut ctx = RunCtx {
+                    run: &run,
+                    def: &def,
+                    config: &config,
+                    process_slots: usize::MAX,
+                    keep_owner: Some(&owner),
+                    halt,
+                };
+                let p = match &ended {
+                    Some((name, outcome)) => {
+                        wf::step_ended(tx, &mut ctx, name, outcome.clone(), now, fastrand::f64())?
+                    }
+                    None => wf::advance(tx, &mut ctx, now)?,
+                };
+                wf::settle(tx, &ctx, claimed.seq, p, now, fastrand::f64())
+            })?;
+            if let Some((name, outcome)) = &ended {
+                handles.remove(name);
+                let said = match outcome {
+                    wf::StepOutcome::Succeeded { .. } => "succeeded".to_string(),
+                    wf::StepOutcome::Failed { error, .. } => format!("failed: {error}"),
+                    wf::StepOutcome::Cancelled => "cancelled".into(),
+                    wf::StepOutcome::Interrupted => "interrupted".into(),
+                };
+                eprintln!("worker: step {name} {said}");
+            }
+        }
+        Ok(if interrupted {
+            Step::Interrupted
+        } else {
+            Step::Ran
+        })
+    }
+
+    /// With no daemon running, delivers `notify` steps' messages while the command runs (a
+    /// daemon, if one runs or starts, shares the outbox without delivering twice).
+    fn start_outbox(&mut self) -> Option<OutboxTask> {
+        let wants = self.config.jobs.values().any(|j| {
+            j.workflow().is_some_and(|w| {
+                w.steps
+                    .iter()
+                    .any(|s| matches!(s.kind, crate::workflow::model::StepKind::Notify(_)))
+            })
+        });
+        if !wants || crate::datadir::running_daemon(&self.data).is_some() {
+            return None;
+        }
+        let store = Store::open(self.store.path(), crate::store::Durability::Full).ok()?;
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let outbox = crate::alert::outbox::Outbox::new(
+            store,
+            &self.lease.id,
+            self.config.alerts.delivery.timeout,
+            clock,
+        )
+        .ok()?;
+        let (stop, stopped) = watch::channel(false);
+        let (_config_tx, config_rx) = watch::channel(self.config.clone());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(outbox.run(config_rx, wake, stopped));
+        Some(OutboxTask {
+            stop,
+            _task: task,
+            _config: _config_tx,
+        })
+    }
+
     fn record(&mut self, report: &crate::queue::Report) -> CliResult<RunState> {
         let (config, now) = (&self.config, chrono::Utc::now());
         let state = self
@@ -324,6 +573,19 @@ impl Foreground {
         let me = self.lease.id.clone();
         runner::recover_dead_owners(&self.config, &self.data, &mut self.store, Some(&me))?;
         Ok(())
+    }
+}
+
+/// The outbox delivering while `worker job` runs; stopped when dropped.
+struct OutboxTask {
+    stop: watch::Sender<bool>,
+    _task: tokio::task::JoinHandle<()>,
+    _config: watch::Sender<Arc<Config>>,
+}
+
+impl Drop for OutboxTask {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::output::{bytes, human};
 use super::{CliError, CliResult, Ctx};
 use crate::exec::capture;
-use crate::model::{Attempt, RunId, RunState};
+use crate::model::{Attempt, RunId, RunState, Step};
 use crate::store::StoreError;
 
 pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
@@ -68,6 +68,109 @@ pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
             }
         })
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// `worker logs RUN --step NAME [--attempt N]`: a workflow step's captured output (its latest
+/// execution unless `--attempt`).
+pub fn step(ctx: &Ctx, id: RunId, name: &str, attempt: Option<u32>) -> CliResult {
+    let (data, mut store) = ctx.store()?;
+    let row = find_step(&mut store, id, name)?;
+    if row.attempts == 0 {
+        eprintln!("step {name} of run {id} has not started yet: no output");
+        return Ok(());
+    }
+    let n = attempt.unwrap_or(row.attempts);
+    if n == 0 || n > row.attempts {
+        return Err(CliError::Failed(format!(
+            "step {name} of run {id} has no execution {n} (it has {})",
+            row.attempts
+        )));
+    }
+    let path = data.step_log_path(id, name, n);
+    let out = capture::read_tail(&path, u64::MAX)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    match out {
+        Some(bytes) => write_out(&mut std::io::stdout().lock(), &bytes),
+        None => {
+            if !row.kind.starts_with("run") && row.kind != "command" {
+                eprintln!(
+                    "step {name} is a `{}` step: it prints no output (see its outputs in `worker show {id}`)",
+                    row.kind
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The step `name` of run `id`, or why there is none.
+fn find_step(store: &mut crate::store::Store, id: RunId, name: &str) -> CliResult<Step> {
+    let found = store.read(|tx| {
+        let Some(run) = tx.brief(id)? else {
+            return Ok(None);
+        };
+        Ok::<_, StoreError>(Some((run.job, tx.steps(id)?)))
+    })?;
+    let Some((job, steps)) = found else {
+        return Err(CliError::Failed(format!("run {id} does not exist")));
+    };
+    if steps.is_empty() {
+        return Err(CliError::Failed(format!("run {id} ({job}) has no steps")));
+    }
+    let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    let hint = crate::config::yaml::closest(name, &known)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    steps
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .ok_or_else(|| CliError::Failed(format!("run {id} ({job}) has no step `{name}`{hint}")))
+}
+
+/// `worker logs RUN --step NAME --follow`: the step's output as it is written, across its
+/// retries, until it ends: exit 0 if it succeeded (or was skipped), 1 if not.
+pub fn follow_step(ctx: &Ctx, id: RunId, name: &str) -> CliResult {
+    let (data, mut store) = ctx.store()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut current: Option<(u32, Tail)> = None;
+    loop {
+        let row = find_step(&mut store, id, name)?;
+        let run_state = store
+            .read(|tx| tx.brief(id))?
+            .map(|b| b.state)
+            .unwrap_or(RunState::Cancelled);
+        if row.attempts > 0 && current.as_ref().is_none_or(|(n, _)| *n != row.attempts) {
+            if let Some((_, mut tail)) = current.take() {
+                tail.pump(&mut stdout)?;
+            }
+            if row.attempts > 1 {
+                eprintln!("[worker: step {name}, execution {} started]", row.attempts);
+            }
+            current = Some((
+                row.attempts,
+                Tail::new(data.step_log_path(id, name, row.attempts)),
+            ));
+        }
+        if let Some((_, tail)) = current.as_mut() {
+            tail.pump(&mut stdout)?;
+        }
+        // A failed step that retries in place goes back to `pending`: only a final state, or a
+        // run that ended around a step that never will, ends the following.
+        if row.state.is_final() || run_state.is_final() {
+            if let Some((_, tail)) = current.as_mut() {
+                tail.pump(&mut stdout)?;
+            }
+            return match row.state {
+                crate::model::StepState::Succeeded | crate::model::StepState::Skipped => Ok(()),
+                s => Err(CliError::Failed(format!(
+                    "step {name} of run {id} ended {s}{}",
+                    row.error.map(|e| format!(": {e}")).unwrap_or_default()
+                ))),
+            };
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
 }
 
 /// How often `logs --follow` looks for new output and for the run's state (a person watches:

@@ -104,6 +104,10 @@ pub enum Command {
         /// One attempt only, whatever the job's retry policy.
         #[arg(long)]
         no_retry: bool,
+        /// The run's input: a JSON object, or @FILE holding one (checked against the job's
+        /// `input:`).
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
     },
     /// List jobs: description, priority, schedules, last run, next fire.
     List,
@@ -138,9 +142,12 @@ pub enum Command {
     Logs {
         /// The run (its id, as `queue:add` printed it).
         run_id: RunId,
-        /// Attempt number (WORKER_ATTEMPT).
+        /// Attempt number (WORKER_ATTEMPT); with --step, the step's execution number.
         #[arg(long, conflicts_with = "follow")]
         attempt: Option<u32>,
+        /// A workflow step's output instead of the run's.
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
         /// Keep printing output as it is written, across retries, until the run ends: exit 0 if
         /// it succeeded, 1 if not.
         #[arg(short = 'f', long)]
@@ -175,7 +182,8 @@ pub enum Command {
         #[arg(long, default_value_t = 50, value_name = "N")]
         limit: u32,
     },
-    /// Re-enqueue dead runs as new runs; prints the new ids.
+    /// Re-enqueue dead runs as new runs; prints the new ids. A workflow run resumes: steps that
+    /// succeeded are not run again.
     #[command(name = "queue:retry")]
     QueueRetry {
         /// The dead run to retry.
@@ -187,6 +195,24 @@ pub enum Command {
         /// With --all: only this job's dead runs.
         #[arg(long, requires = "all")]
         job: Option<String>,
+        /// A workflow run (dead or finished): run this step and every step downstream of it
+        /// again, reusing the others' outputs.
+        #[arg(long, value_name = "NAME", conflicts_with = "all")]
+        from_step: Option<String>,
+    },
+    /// Send a signal to a workflow run: a `wait_for` step waiting for it (now or later) goes on
+    /// with its data, or fails with --fail.
+    Signal {
+        /// The run (its id).
+        run_id: RunId,
+        /// The signal's name (what its `wait_for` step waits for).
+        signal: String,
+        /// Data for the waiting step (`steps.NAME.outputs.data`): JSON, or @FILE.
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: Option<String>,
+        /// Make the waiting step fail with this reason instead.
+        #[arg(long, value_name = "REASON", conflicts_with = "data")]
+        fail: Option<String>,
     },
     /// Cancel a run that has not started, or stop a running one (its whole process group);
     /// with --all, every unfinished run (or those of one job, or in one state).
@@ -331,6 +357,36 @@ impl Ctx {
     }
 }
 
+/// A JSON argument: the text itself, or `@FILE` holding it.
+fn json_arg(what: &str, raw: &str) -> CliResult<serde_json::Value> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("{what}: cannot read {path}: {e}")))?,
+        None => raw.to_string(),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{what}: not valid JSON ({e})")))
+}
+
+/// A run's input for `job` (`--input`): checked against the job's `input:` (unknown fields and
+/// missing required ones are usage errors) with its defaults filled in. Without `--input`, the
+/// defaults alone (or no input for a job without `input:`).
+fn run_input(
+    config: &Config,
+    job: &str,
+    raw: Option<&str>,
+) -> CliResult<Option<serde_json::Value>> {
+    let spec = config.job(job).and_then(|j| j.input.as_ref());
+    let given = match raw {
+        Some(r) => json_arg("--input", r)?,
+        None if spec.is_none() => return Ok(None),
+        None => serde_json::Value::Object(Default::default()),
+    };
+    crate::workflow::model::InputSpec::check(spec, given)
+        .map(Some)
+        .map_err(|e| CliError::Usage(format!("--input for job `{job}`: {e}")))
+}
+
 /// Parses a priority flag.
 fn parse_priority(s: &str) -> Result<Priority, String> {
     s.parse()
@@ -403,7 +459,8 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
             env,
             no_deps,
             no_retry,
-        } => job::run(ctx, &name, env, no_deps, no_retry),
+            input,
+        } => job::run(ctx, &name, env, no_deps, no_retry, input.as_deref()),
         Command::List => list::run(ctx),
         Command::Schedules { next, from } => schedules::schedules(ctx, next, from),
         Command::Fires { schedule, limit } => schedules::fires(ctx, schedule, limit),
@@ -413,19 +470,30 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::Logs {
             run_id,
             attempt,
+            step,
             follow,
-        } => {
-            if follow {
-                logs::follow(ctx, run_id)
-            } else {
-                logs::run(ctx, run_id, attempt)
-            }
-        }
+        } => match (follow, step) {
+            (true, None) => logs::follow(ctx, run_id),
+            (true, Some(step)) => logs::follow_step(ctx, run_id, &step),
+            (false, Some(step)) => logs::step(ctx, run_id, &step, attempt),
+            (false, None) => logs::run(ctx, run_id, attempt),
+        },
         Command::QueueAdd(args) => queue::add(ctx, args),
         Command::QueueList { all, limit } => queue::list(ctx, all, limit),
         Command::QueueStats => queue::stats(ctx),
         Command::QueueDlq { limit } => queue::dlq(ctx, limit),
-        Command::QueueRetry { run_id, all, job } => queue::retry(ctx, run_id, all, job),
+        Command::QueueRetry {
+            run_id,
+            all,
+            job,
+            from_step,
+        } => queue::retry(ctx, run_id, all, job, from_step),
+        Command::Signal {
+            run_id,
+            signal,
+            data,
+            fail,
+        } => queue::signal(ctx, run_id, &signal, data.as_deref(), fail.as_deref()),
         Command::QueueCancel(args) => queue::cancel(ctx, args),
         Command::QueuePurge {
             dlq,

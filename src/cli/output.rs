@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use comfy_table::{Cell, Table, presets};
 use serde_json::{Value, json};
 
-use crate::model::{Attempt, Run, Time};
+use crate::model::{Attempt, Run, Step, Time};
 use crate::units::format_duration;
 
 /// A borderless, aligned table with a header row.
@@ -114,7 +114,38 @@ pub fn run_json(run: &Run) -> Value {
         "env": run.env.keys().collect::<Vec<_>>(),
         "retry_of": run.retry_of,
         "retried_by": run.retried_by,
+        "input": run.input,
+        "steps": if run.has_steps {
+            Value::Array(run.steps.iter().map(step_json).collect())
+        } else {
+            Value::Null
+        },
     })
+}
+
+/// The JSON step object (SPEC 8).
+pub fn step_json(s: &Step) -> Value {
+    json!({
+        "name": s.name,
+        "kind": s.kind,
+        "state": s.state,
+        "attempts": s.attempts,
+        "started_at": opt_rfc3339(s.started_at),
+        "finished_at": opt_rfc3339(s.finished_at),
+        "duration_ms": step_duration_ms(s),
+        "error": s.error,
+        "outputs": s.outputs,
+        "exit_code": s.exit_code,
+        "signal": s.signal,
+        "wake_at": opt_rfc3339(s.wake_at.filter(|t| !crate::store::is_never(*t))),
+        "waiting_for": s.waiting_for,
+        "reused_from": s.reused_from,
+    })
+}
+
+/// How long a step took (or has taken so far, for one that runs or waits: `None`).
+pub fn step_duration_ms(s: &Step) -> Option<i64> {
+    Some((s.finished_at? - s.started_at?).num_milliseconds())
 }
 
 /// The JSON attempt object.

@@ -46,9 +46,13 @@ pub struct AddArgs {
     /// Enqueue this many identical runs at once.
     #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "key")]
     pub count: u32,
+    /// The run's input: a JSON object, or @FILE holding one (checked against the job's
+    /// `input:`; steps read it as `input`, processes as $WORKER_INPUT).
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub input: Option<String>,
     /// Read runs from stdin, one JSON object per line:
-    /// {"job":"x","priority":"high","in":"5m","at":"…","key":"…","after":[1],"env":{"K":"V"}}
-    #[arg(long, conflicts_with_all = ["job", "priority", "delay", "at", "key", "after", "env", "count"])]
+    /// {"job":"x","priority":"high","in":"5m","at":"…","key":"…","after":[1],"env":{"K":"V"},"input":{…}}
+    #[arg(long, conflicts_with_all = ["job", "priority", "delay", "at", "key", "after", "env", "count", "input"])]
     pub stdin: bool,
 }
 
@@ -84,6 +88,7 @@ struct Line {
     after: Vec<RunId>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    input: Option<Value>,
 }
 
 pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
@@ -116,6 +121,18 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
                 let (k, v) = parse_env(&format!("{k}={v}")).map_err(bad)?;
                 r.env.insert(k, v);
             }
+            let spec = config.job(&r.job).and_then(|j| j.input.as_ref());
+            r.input = match (l.input, spec) {
+                (Some(i), _) => Some(
+                    crate::workflow::model::InputSpec::check(spec, i)
+                        .map_err(|e| bad(format!("input: {e}")))?,
+                ),
+                (None, Some(_)) => Some(
+                    crate::workflow::model::InputSpec::check(spec, json!({}))
+                        .map_err(|e| bad(format!("input: {e}")))?,
+                ),
+                (None, None) => None,
+            };
             requests.push(r);
         }
     } else {
@@ -124,13 +141,14 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
         if args.count == 0 {
             return Err(CliError::Usage("--count must be at least 1".into()));
         }
-        let mut r = Request::new(job, Trigger::Queue);
+        let mut r = Request::new(job.clone(), Trigger::Queue);
         r.priority = args.priority;
         r.due_at =
             due_time(now, args.delay.as_deref(), args.at.as_deref()).map_err(CliError::Usage)?;
         r.key = args.key.clone();
         r.after = args.after.clone();
         r.env = args.env.iter().cloned().collect();
+        r.input = super::run_input(&config, &job, args.input.as_deref())?;
         requests.extend(std::iter::repeat_n(r, args.count as usize));
     }
     let (data, mut store) = ctx.store()?;
@@ -146,6 +164,7 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
         Err(EnqueueError::UnknownJob(j)) => {
             return Err(CliError::Usage(format!("unknown job `{j}`")));
         }
+        Err(EnqueueError::Input(e)) => return Err(CliError::Usage(e)),
         Err(e) => return Err(CliError::Failed(e.to_string())),
     };
     wake::notify(&data);
@@ -222,8 +241,35 @@ fn waiting_reason(
             Some(o) if o != crate::datadir::DAEMON_LEASE => format!("running in {o}"),
             _ => String::new(),
         },
+        RunState::Suspended => suspended_reason(run, now),
         _ => run.error.clone().unwrap_or_default(),
     })
+}
+
+/// What a suspended run waits for: which steps sleep until when, which wait for which signal.
+fn suspended_reason(run: &crate::model::Run, now: Time) -> String {
+    let mut parts = Vec::new();
+    for s in run
+        .steps
+        .iter()
+        .filter(|s| s.state == crate::model::StepState::Suspended)
+    {
+        let until = s
+            .wake_at
+            .filter(|t| !crate::store::is_never(*t))
+            .map(|t| format!("{} ({})", human(t), relative(now, t)));
+        parts.push(match (&s.waiting_for, until) {
+            (Some(sig), Some(u)) => format!("{} waits for signal {sig} until {u}", s.name),
+            (Some(sig), None) => format!("{} waits for signal {sig}", s.name),
+            (None, Some(u)) => format!("{} sleeps until {u}", s.name),
+            (None, None) => format!("{} is suspended", s.name),
+        });
+    }
+    if parts.is_empty() {
+        "suspended".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 pub fn list(ctx: &Ctx, all: bool, limit: u32) -> CliResult {
@@ -241,6 +287,7 @@ pub fn list(ctx: &Ctx, all: bool, limit: u32) -> CliResult {
             RunState::Queued,
             RunState::Running,
             RunState::Retrying,
+            RunState::Suspended,
         ]
     };
     let filter = RunFilter {
@@ -466,7 +513,13 @@ pub fn dlq(ctx: &Ctx, limit: u32) -> CliResult {
     Ok(())
 }
 
-pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -> CliResult {
+pub fn retry(
+    ctx: &Ctx,
+    run_id: Option<RunId>,
+    all: bool,
+    job: Option<String>,
+    from_step: Option<String>,
+) -> CliResult {
     let config = ctx.config()?;
     if let Some(j) = &job {
         ctx.known_job(&config, j)?;
@@ -482,7 +535,13 @@ pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -
         };
         let mut new = Vec::with_capacity(targets.len());
         for id in targets {
-            new.push(lifecycle::retry_dead(tx, &config, id, now)?);
+            new.push(lifecycle::retry_dead(
+                tx,
+                &config,
+                id,
+                from_step.as_deref(),
+                now,
+            )?);
         }
         Ok::<_, RetryError>(new)
     });
@@ -493,10 +552,69 @@ pub fn retry(ctx: &Ctx, run_id: Option<RunId>, all: bool, job: Option<String>) -
                 "cannot retry: job `{j}` is no longer defined"
             )));
         }
+        Err(e @ RetryError::UnknownStep { .. }) => return Err(CliError::Usage(e.to_string())),
         Err(e) => return Err(CliError::Failed(e.to_string())),
     };
     wake::notify(&data);
     print_runs_or_ids(ctx, &mut store, &ids)
+}
+
+/// `worker signal RUN SIGNAL [--data JSON] [--fail REASON]`.
+pub fn signal(
+    ctx: &Ctx,
+    id: RunId,
+    name: &str,
+    data: Option<&str>,
+    fail: Option<&str>,
+) -> CliResult {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(CliError::Usage(format!(
+            "`{name}` is not a signal name (letters, digits, `_`, `.`, `-`)"
+        )));
+    }
+    let data = data.map(|d| super::json_arg("--data", d)).transpose()?;
+    let (dir, mut store) = ctx.store()?;
+    let now = chrono::Utc::now();
+    let result = store.write(|tx| {
+        let Some(run) = tx.brief(id)? else {
+            return Ok(Err(format!("run {id} does not exist")));
+        };
+        if run.state.is_final() {
+            return Ok(Err(format!(
+                "run {id} has ended ({}): nothing waits for a signal",
+                run.state
+            )));
+        }
+        if tx.definition(id)?.is_none() {
+            return Ok(Err(format!(
+                "run {id} ({}) has no steps: nothing waits for a signal",
+                run.job
+            )));
+        }
+        let waiting = tx.insert_signal(id, name, data.as_ref(), fail, now)?;
+        // A suspended run whose step waits for it is due now.
+        if waiting && run.state == RunState::Suspended {
+            tx.queue_resume(id, now)?;
+        }
+        Ok::<_, StoreError>(Ok(waiting))
+    })?;
+    let waiting = result.map_err(CliError::Failed)?;
+    wake::notify(&dir);
+    let said = if waiting {
+        format!("signal {name} delivered to run {id}")
+    } else {
+        format!("signal {name} kept for run {id}: no step waits for it yet")
+    };
+    if ctx.json {
+        print_json(&json!({"run": id, "signal": name, "waiting": waiting}));
+    } else {
+        println!("{said}");
+    }
+    Ok(())
 }
 
 /// The configuration if it is valid, else an empty one: for commands that only need it for

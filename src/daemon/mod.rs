@@ -12,6 +12,7 @@
 //! Attempts run in their own tasks; the engine only ever waits on the store.
 
 mod checkpoint;
+mod flows;
 pub mod loaded;
 mod notify;
 mod schedules;
@@ -81,6 +82,8 @@ struct Turn {
     claimed: Vec<Claimed>,
     /// Jobs with queued runs that the loaded configuration does not define.
     unknown: Vec<String>,
+    /// Workflow runs decided on (claimed, a step ended, looked at again), to apply.
+    decided: Vec<flows::Decided>,
     /// Running runs whose cancellation was requested.
     cancels: Vec<RunId>,
     /// When the next delayed or retrying run is due.
@@ -104,6 +107,12 @@ struct Done {
     duration: Duration,
 }
 
+/// What tasks send the engine: an attempt's end, or a workflow step's.
+enum Ended {
+    Attempt(Done),
+    Step(flows::StepDone),
+}
+
 struct Engine {
     config: Arc<Config>,
     data: DataDir,
@@ -111,10 +120,14 @@ struct Engine {
     exec: Arc<Executor>,
     clock: Arc<dyn Clock>,
     running: HashMap<RunId, Handle>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
-    /// Ended attempts not yet committed.
-    pending: Vec<Done>,
+    /// The workflow runs it runs.
+    flows: HashMap<RunId, flows::Flow>,
+    /// Runs workflow steps (shared by their tasks).
+    step_runner: Arc<crate::workflow::launch::StepRunner>,
+    done_tx: mpsc::UnboundedSender<Ended>,
+    done_rx: mpsc::UnboundedReceiver<Ended>,
+    /// Ended attempts and steps not yet committed.
+    pending: Vec<Ended>,
     /// Set once shutdown begins: nothing new starts.
     stopping: bool,
     last_prune: Option<Instant>,
@@ -163,13 +176,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let checkpointer = checkpoint::Checkpointer::start(data.db_path())
         .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let exec = Arc::new(Executor::new(opts.sentinel));
     let mut engine = Engine {
         config: Arc::new(config),
+        step_runner: Arc::new(crate::workflow::launch::StepRunner::new(
+            exec.clone(),
+            data.clone(),
+            false,
+        )),
         data,
         store,
-        exec: Arc::new(Executor::new(opts.sentinel)),
+        exec,
         clock: opts.clock,
         running: HashMap::new(),
+        flows: HashMap::new(),
         done_tx,
         done_rx,
         pending: Vec::new(),
@@ -367,9 +387,9 @@ impl Engine {
             }
             tokio::select! {
                 Some(done) = self.done_rx.recv() => {
-                    self.pending.push(done);
+                    self.collect(done);
                     while let Ok(more) = self.done_rx.try_recv() {
-                        self.pending.push(more);
+                        self.collect(more);
                     }
                 }
                 _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {
@@ -390,23 +410,48 @@ impl Engine {
         }
     }
 
-    /// One turn: commit ended attempts, fire due schedules, promote due runs, claim free slots,
-    /// start them, and pass on cancel requests — one transaction. Returns when something is next
-    /// due (a delayed run or a schedule's fire).
+    /// An attempt's or a step's end arrived: kept for the next turn's commit.
+    fn collect(&mut self, ended: Ended) {
+        if let Ended::Step(d) = &ended {
+            self.step_finished(d);
+        }
+        self.pending.push(ended);
+    }
+
+    /// One turn: commit ended attempts and steps, fire due schedules, promote due runs, claim
+    /// free slots, decide on workflow runs, start what was decided, and pass on cancel requests —
+    /// one transaction. Returns when something is next due (a delayed run, a schedule's fire, a
+    /// step's wake-up).
     fn turn(&mut self) -> Result<Option<Time>, StoreError> {
         let now = self.clock.now();
         self.watch_clock(now);
-        let dones = std::mem::take(&mut self.pending);
+        let ended = std::mem::take(&mut self.pending);
+        let (mut dones, mut step_dones) = (Vec::new(), Vec::new());
+        for e in ended {
+            match e {
+                Ended::Attempt(d) => dones.push(d),
+                Ended::Step(d) => step_dones.push(d),
+            }
+        }
         let config = self.config.clone();
         let accept = !self.stopping;
         // Another process wrote to the store (a wake-up), or we have not looked for a while:
         // look at everything. Otherwise only at what our own state says may have changed.
         let external = std::mem::take(&mut self.external);
-        let check_cancels = external && !self.running.is_empty();
+        let check_cancels = external && (!self.running.is_empty() || !self.flows.is_empty());
+        let check_signals = external && !self.flows.is_empty();
         let promote = external || self.next_due_runs.is_some_and(|t| t <= now);
         let deadlines = external || self.next_deadline.is_some_and(|t| t <= now);
         let limit = config.settings.concurrency as usize;
-        let slots_free = self.running.len() < limit || !dones.is_empty() || external;
+        // Process slots: plain attempts and process steps count; the attempts that just ended
+        // no longer do (their steps' handles are already gone).
+        let live = self.live_processes().saturating_sub(dones.len());
+        let slots_freed = !dones.is_empty() || step_dones.iter().any(|d| d.process);
+        let slots_free = live < limit || slots_freed || external;
+        // A workflow run whose steps run several processes takes more than its run's slot.
+        let extra_processes =
+            live.saturating_sub(self.running.len().saturating_sub(dones.len()) + self.flows.len());
+        let revisit = self.flows_to_revisit(now, slots_freed);
         // Once shutting down, nothing fires: the next start catches up per `catch_up`.
         let due_schedules = if accept {
             self.due_schedules(now)
@@ -414,6 +459,12 @@ impl Engine {
             Vec::new()
         };
         let live_since = self.live_since;
+        let flows_map = &self.flows;
+        let stopping = self.stopping;
+        let halt_of = |f: &flows::Flow| {
+            f.halt
+                .or(stopping.then_some(crate::workflow::run::Halt::Stop))
+        };
         let result = self.store.write(|tx| {
             let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());
@@ -426,13 +477,60 @@ impl Engine {
                     fastrand::f64(),
                 )?);
             }
+            let mut slots = limit.saturating_sub(live);
+            let mut decided = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for d in &step_dones {
+                if let Some(flow) = flows_map.get(&d.run) {
+                    decided.push(flows::step_done(
+                        tx,
+                        &config,
+                        flow,
+                        d,
+                        &mut slots,
+                        halt_of(flow),
+                        now,
+                    )?);
+                    seen.insert(d.run);
+                }
+            }
             let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
             if accept {
                 if promote {
                     lifecycle::promote_due(tx, &config, now)?;
                 }
                 if slots_free {
-                    (claimed, unknown) = lifecycle::claim(tx, &config, DAEMON_LEASE, now, limit)?;
+                    (claimed, unknown) = lifecycle::claim(
+                        tx,
+                        &config,
+                        DAEMON_LEASE,
+                        now,
+                        limit.saturating_sub(extra_processes),
+                    )?;
+                }
+            }
+            let plain = claimed.iter().filter(|c| !c.run.has_steps).count();
+            slots = slots.saturating_sub(plain);
+            for c in claimed.iter().filter(|c| c.run.has_steps) {
+                decided.push(flows::claimed(tx, &config, c, &mut slots, None, now)?);
+            }
+            // Flows whose suspended step was signalled, or that are due for another look.
+            let mut again = revisit.clone();
+            if check_signals {
+                again.extend(tx.signaled_runs(DAEMON_LEASE)?);
+            }
+            for id in again {
+                if seen.insert(id)
+                    && let Some(flow) = flows_map.get(&id)
+                {
+                    decided.push(flows::revisit(
+                        tx,
+                        &config,
+                        flow,
+                        &mut slots,
+                        halt_of(flow),
+                        now,
+                    )?);
                 }
             }
             let cancels = if check_cancels {
@@ -452,9 +550,19 @@ impl Engine {
             } else {
                 None
             };
-            // Only enqueues (external or fired), retries and promotion change the delayed set.
-            let delayed_changed =
-                promote || !firing.fired.is_empty() || states.contains(&RunState::Retrying);
+            // Only enqueues (external or fired), retries, promotion and suspensions change the
+            // delayed set.
+            let parked = decided.iter().any(|d| {
+                matches!(
+                    d.next,
+                    crate::workflow::run::Next::Parked(_)
+                        | crate::workflow::run::Next::Ended(RunState::Retrying)
+                )
+            });
+            let delayed_changed = promote
+                || parked
+                || !firing.fired.is_empty()
+                || states.contains(&RunState::Retrying);
             let next_due = if delayed_changed {
                 tx.next_due()?
             } else {
@@ -465,6 +573,7 @@ impl Engine {
                 states,
                 claimed,
                 unknown,
+                decided,
                 cancels,
                 next_due,
                 firing,
@@ -473,19 +582,21 @@ impl Engine {
         let turn = match result {
             Ok(t) => t,
             Err(e) => {
-                self.pending = dones;
+                // Nothing was committed: the ends are committed by the next turn.
+                self.pending = dones
+                    .into_iter()
+                    .map(Ended::Attempt)
+                    .chain(step_dones.into_iter().map(Ended::Step))
+                    .collect();
                 return Err(e);
             }
         };
         self.checkpointer.poke();
-        self.next_due_runs = turn.next_due;
+        // A run only a signal wakes is "due" at the end of time: not a wake-up.
+        self.next_due_runs = turn.next_due.filter(|t| !crate::store::is_never(*t));
         if let Some(d) = turn.next_deadline {
             self.next_deadline = d;
         }
-        let next_due = [turn.next_due, self.next_deadline]
-            .into_iter()
-            .flatten()
-            .min();
         schedules::log_fired(&turn.firing.fired, now);
         if self.store.alerts_written() > 0 {
             self.outbox_wake.notify_one();
@@ -505,17 +616,30 @@ impl Engine {
             if let Some(h) = self.running.get(&id) {
                 info!(job = %h.job, run = id, "cancel requested: stopping the process group");
                 let _ = h.stop.send(Some(StopReason::Cancel));
+            } else if self.cancel_flow(id) {
+                // Looked at again next turn: it ends once its steps have stopped.
+                self.external = true;
             }
         }
         for job in turn.unknown {
             if self.warned_unknown.insert(job.clone()) {
                 warn!(job = %job, "runs of this job are queued but the configuration the daemon runs \
-                    does not define it; they stay queued: reload the daemon (SIGHUP) once jobs/{job}.yaml exists");
+                    does not define it; they stay queued: run `worker reload` once jobs/{job}.yaml exists");
             }
         }
         for c in turn.claimed {
-            self.launch(c);
+            if !c.run.has_steps {
+                self.launch(c);
+            }
         }
+        for d in turn.decided {
+            self.apply(d);
+        }
+        let next_due = [turn.next_due, self.next_deadline, self.next_flow_wake()]
+            .into_iter()
+            .flatten()
+            .filter(|t| !crate::store::is_never(*t))
+            .min();
         let next_fire = if accept { self.next_fire() } else { None };
         Ok(match (next_due, next_fire) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -533,12 +657,12 @@ impl Engine {
             Err(e) => {
                 warn!(job = %job, run, error = %e, "cannot start run");
                 let report = runner::report_unstartable(&claimed, e);
-                self.pending.push(Done {
+                self.pending.push(Ended::Attempt(Done {
                     job,
                     attempt,
                     report,
                     duration: Duration::ZERO,
-                });
+                }));
                 return;
             }
         };
@@ -559,12 +683,12 @@ impl Engine {
             async move {
                 let finished = exec.run(&spec, stop_rx).await;
                 let report = runner::report_for(&claimed, &finished, &spec);
-                let _ = tx.send(Done {
+                let _ = tx.send(Ended::Attempt(Done {
                     job,
                     attempt,
                     report,
                     duration: finished.duration,
-                });
+                }));
             },
             span,
         ));
@@ -678,14 +802,14 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            if self.running.is_empty() && self.pending.is_empty() {
+            if self.running.is_empty() && self.flows.is_empty() && self.pending.is_empty() {
                 break;
             }
             if !self.pending.is_empty() {
                 continue;
             }
             tokio::select! {
-                Some(done) = self.done_rx.recv() => self.pending.push(done),
+                Some(done) = self.done_rx.recv() => self.collect(done),
                 _ = tokio::time::sleep_until(deadline), if !stopped_all => {
                     warn!(running = self.running.len(), "shutdown budget spent: stopping running attempts (they will be re-queued)");
                     self.stop_all(StopReason::Shutdown);
@@ -779,6 +903,7 @@ impl Engine {
             info!(job = %h.job, run = id, "stopping");
             let _ = h.stop.send(Some(reason));
         }
+        self.stop_steps(reason);
     }
 }
 

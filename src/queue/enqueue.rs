@@ -30,6 +30,11 @@ pub struct Request {
     pub no_retry: bool,
     /// The dead run this one replaces (`queue:retry`).
     pub retry_of: Option<RunId>,
+    /// The run's JSON input, already checked against the job's `input:` (dependency runs get
+    /// only their own defaults).
+    pub input: Option<serde_json::Value>,
+    /// The run whose outward effects this one continues (`queue:retry` of a workflow run).
+    pub origin: Option<RunId>,
 }
 
 impl Request {
@@ -47,6 +52,8 @@ impl Request {
             owner: None,
             no_retry: false,
             retry_of: None,
+            input: None,
+            origin: None,
         }
     }
 }
@@ -67,6 +74,8 @@ pub enum EnqueueError {
     UnknownJob(String),
     #[error("run {0} does not exist")]
     UnknownRun(RunId),
+    #[error("{0}")]
+    Input(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -204,6 +213,28 @@ impl Expansion<'_, '_> {
                 Readiness::Failed(reason) => (RunState::Dead, Some(reason)),
             }
         };
+        // The requested run gets the request's input; a dependency run only its own defaults.
+        let is_target = job.name == self.req.job;
+        let input = match (
+            &job.input,
+            is_target.then_some(self.req.input.as_ref()).flatten(),
+        ) {
+            (_, Some(given)) => Some(given.clone()),
+            (Some(spec), None) => Some(
+                crate::workflow::model::InputSpec::check(
+                    Some(spec),
+                    serde_json::Value::Object(Default::default()),
+                )
+                .map_err(|e| EnqueueError::Input(format!("job `{}`: {e}", job.name)))?,
+            ),
+            (None, None) => None,
+        };
+        let input_text = input.as_ref().map(serde_json::Value::to_string);
+        let workflow = job.workflow();
+        let definition = workflow
+            .map(|w| serde_json::to_string(w.as_ref()))
+            .transpose()
+            .map_err(|e| EnqueueError::Store(StoreError::Corrupt(e.to_string())))?;
         let max_attempts = if self.req.no_retry {
             1
         } else {
@@ -225,7 +256,13 @@ impl Expansion<'_, '_> {
             retry_of: spec.retry_of,
             error: error.as_deref(),
             finished_at: error.as_ref().map(|_| self.now),
+            definition: definition.as_deref(),
+            input: input_text.as_deref(),
+            origin: is_target.then_some(self.req.origin).flatten(),
         })?;
+        if let Some(w) = workflow {
+            self.tx.insert_steps(id, w)?;
+        }
         for d in dep_ids {
             self.tx.insert_dep(id, d)?;
         }

@@ -22,6 +22,8 @@ pub struct Claimed {
     pub attempt: u32,
     /// Attempt row sequence (names the log file).
     pub seq: u32,
+    /// A suspended workflow run going on with its attempt (no new attempt was started).
+    pub resumed: bool,
 }
 
 /// How an attempt ended, as the executor saw it.
@@ -63,6 +65,8 @@ pub fn promote_due(tx: &Tx<'_>, config: &Config, now: Time) -> Result<usize> {
     for (id, state) in &due {
         match state {
             RunState::Retrying => tx.set_state(*id, RunState::Queued)?,
+            // A step's sleep ended or its wait timed out: the run resumes its attempt.
+            RunState::Suspended => tx.queue_resume(*id, now)?,
             _ => match readiness(&tx.dep_states(*id)?) {
                 Readiness::Ready => tx.set_state(*id, RunState::Queued)?,
                 Readiness::Waiting => tx.set_state(*id, RunState::Waiting)?,
@@ -114,7 +118,7 @@ pub fn claim(
                 continue;
             }
             *n += 1;
-            claimed.push(start(tx, c.id, owner, now)?);
+            claimed.push(start(tx, c.id, owner, now, c.resume)?);
             free -= 1;
             if free == 0 {
                 return Ok((claimed, unknown));
@@ -162,17 +166,18 @@ pub fn claim_these(
             break;
         }
         *n += 1;
-        claimed.push(start(tx, run.id, owner, now)?);
+        claimed.push(start(tx, run.id, owner, now, run.resume)?);
     }
     Ok((claimed, blocked))
 }
 
-fn start(tx: &Tx<'_>, id: RunId, owner: &str, now: Time) -> Result<Claimed> {
-    let (run, seq) = tx.start_attempt(id, owner, now)?;
+fn start(tx: &Tx<'_>, id: RunId, owner: &str, now: Time, resume: bool) -> Result<Claimed> {
+    let (run, seq) = tx.start_attempt(id, owner, now, resume)?;
     Ok(Claimed {
         attempt: run.attempt,
         run,
         seq,
+        resumed: resume,
     })
 }
 
@@ -298,6 +303,7 @@ fn end_cancelled(
 ) -> Result<RunState> {
     let cancelled = RunState::Cancelled;
     tx.finish_run(id, cancelled, now, Some("cancelled"), exit_code, signal)?;
+    tx.cancel_steps(id, now)?;
     fail_dependents(tx, config, id, now)?;
     Ok(cancelled)
 }
@@ -328,6 +334,8 @@ fn retry_or_die(
         return Ok(RunState::Retrying);
     }
     tx.finish_run(run.id, RunState::Dead, now, Some(error), exit_code, signal)?;
+    // A dead workflow run's steps that never ran will not (`queue:retry` makes a new run).
+    tx.cancel_steps(run.id, now)?;
     event.event = EventKind::Dead.as_str().into();
     event.reason = Some(error.to_string());
     alert::raise(tx, config, event, now)?;
@@ -361,6 +369,7 @@ pub fn kill_unstarted(
     now: Time,
 ) -> Result<()> {
     tx.finish_run(id, RunState::Dead, now, Some(reason), None, None)?;
+    tx.cancel_steps(id, now)?;
     if let Some(b) = tx.brief(id)? {
         let mut e = Event::new(EventKind::Dead, Some(&b.job), now);
         e.run_id = Some(id);
@@ -399,6 +408,7 @@ pub fn fail_dependents(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Re
             }
             let reason = dependency_failed(&job, failed);
             tx.finish_run(dependent, RunState::Dead, now, Some(&reason), None, None)?;
+            tx.cancel_steps(dependent, now)?;
             if let Some(b) = tx.brief(dependent)? {
                 let mut e = Event::new(EventKind::Dead, Some(&b.job), now);
                 e.run_id = Some(dependent);
@@ -435,6 +445,7 @@ pub fn cancel(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<Opti
         }
         _ => {
             tx.finish_run(id, RunState::Cancelled, now, Some("cancelled"), None, None)?;
+            tx.cancel_steps(id, now)?;
             fail_dependents(tx, config, id, now)?;
             CancelResult::Cancelled
         }
@@ -469,6 +480,9 @@ pub fn recover(
                 None,
             )?;
         }
+        // A workflow run's running steps were lost with their owner: they run again on the
+        // retry; what succeeded, sleeps or waits keeps its checkpoint.
+        tx.interrupt_steps(run.id, now, "interrupted: its worker process died")?;
         let state = if run.cancel_requested {
             end_cancelled(tx, config, run.id, None, None, now)?
         } else {
@@ -497,6 +511,16 @@ pub enum RetryError {
     NotDead(RunId, RunState),
     #[error("run {0} was already retried as run {1}")]
     AlreadyRetried(RunId, RunId),
+    #[error("run {0} is {1}: only a finished run can be run again from a step")]
+    NotFinished(RunId, RunState),
+    #[error("run {0} has no steps: --from-step is for workflow runs")]
+    NoSteps(RunId),
+    #[error("job `{job}` has no step `{step}`{hint}")]
+    UnknownStep {
+        job: String,
+        step: String,
+        hint: String,
+    },
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
 }
@@ -507,22 +531,74 @@ impl From<StoreError> for RetryError {
     }
 }
 
-/// Re-enqueues dead run `id` as a new run (trigger `retry`), with its priority and environment;
-/// the dead run stays in history, marked as replaced, and leaves the DLQ.
-pub fn retry_dead(tx: &Tx<'_>, config: &Config, id: RunId, now: Time) -> Result<RunId, RetryError> {
+/// Re-enqueues dead run `id` as a new run (trigger `retry`), with its priority, environment and
+/// input; the dead run stays in history, marked as replaced, and leaves the DLQ.
+///
+/// A workflow run resumes: the new run has the job's *current* steps, and reuses the checkpoint
+/// (state and outputs) of each step that succeeded or was skipped and still exists under the same
+/// name — so only what failed, was interrupted, or never ran runs again. With `from_step` (any
+/// finished workflow run), that step and every step downstream of it run again too. Outward
+/// effects keep the name of the first run of the chain (`Idempotency-Key`, `notify`).
+pub fn retry_dead(
+    tx: &Tx<'_>,
+    config: &Config,
+    id: RunId,
+    from_step: Option<&str>,
+    now: Time,
+) -> Result<RunId, RetryError> {
     let run = tx.run(id)?.ok_or(RetryError::NotFound(id))?;
-    if run.state != RunState::Dead {
-        return Err(RetryError::NotDead(id, run.state));
+    match from_step {
+        None if run.state != RunState::Dead => return Err(RetryError::NotDead(id, run.state)),
+        Some(_) if !run.state.is_final() => return Err(RetryError::NotFinished(id, run.state)),
+        Some(_) if !run.has_steps => return Err(RetryError::NoSteps(id)),
+        _ => {}
     }
     if let Some(by) = run.retried_by {
         return Err(RetryError::AlreadyRetried(id, by));
     }
+    let job = config
+        .job(&run.job)
+        .ok_or_else(|| RetryError::Enqueue(EnqueueError::UnknownJob(run.job.clone())))?;
+    // The steps to run again, by the current definition.
+    let rerun: Vec<usize> = match (from_step, job.workflow()) {
+        (Some(name), Some(wf)) => match wf.step(name) {
+            Some((i, _)) => wf.downstream(i),
+            None => {
+                let known: Vec<&str> = wf.steps.iter().map(|s| s.name.as_str()).collect();
+                return Err(RetryError::UnknownStep {
+                    job: run.job.clone(),
+                    step: name.to_string(),
+                    hint: crate::config::yaml::closest(name, &known)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default(),
+                });
+            }
+        },
+        (Some(_), None) => return Err(RetryError::NoSteps(id)),
+        (None, _) => Vec::new(),
+    };
     let mut req = Request::new(run.job.clone(), Trigger::Retry);
     req.priority = Some(run.priority);
     req.env = run.env.clone();
     req.schedule = run.schedule.clone().zip(run.scheduled_at);
     req.retry_of = Some(id);
+    req.input = run.input.clone();
+    req.origin = Some(run.origin_id());
     let new = enqueue::enqueue(tx, config, &req, now)?;
+    if let Some(wf) = job.workflow() {
+        for (i, step) in wf.steps.iter().enumerate() {
+            let done = run.steps.iter().any(|s| {
+                s.name == step.name
+                    && matches!(
+                        s.state,
+                        crate::model::StepState::Succeeded | crate::model::StepState::Skipped
+                    )
+            });
+            if done && !rerun.contains(&i) {
+                tx.reuse_step(id, new.id, &step.name)?;
+            }
+        }
+    }
     tx.set_retried_by(id, new.id)?;
     Ok(new.id)
 }

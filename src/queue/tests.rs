@@ -514,7 +514,7 @@ fn retrying_dead_runs() {
     let (config, now) = (&w.config, w.now);
     let new = w
         .store
-        .write(|tx| lifecycle::retry_dead(tx, config, a, now))
+        .write(|tx| lifecycle::retry_dead(tx, config, a, None, now))
         .unwrap();
     let run = w.store.read(|tx| tx.run(new)).unwrap().unwrap();
     assert_eq!(
@@ -540,13 +540,13 @@ fn retrying_dead_runs() {
     assert!(dlq.is_empty(), "a retried run leaves the DLQ");
     let err = w
         .store
-        .write(|tx| lifecycle::retry_dead(tx, config, a, now))
+        .write(|tx| lifecycle::retry_dead(tx, config, a, None, now))
         .unwrap_err()
         .to_string();
     assert!(err.contains("already retried"), "{err}");
     let err = w
         .store
-        .write(|tx| lifecycle::retry_dead(tx, config, new, now))
+        .write(|tx| lifecycle::retry_dead(tx, config, new, None, now))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not dead"), "{err}");

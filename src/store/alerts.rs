@@ -106,6 +106,25 @@ impl Tx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    /// Inserts an alert unless one with the same `dedupe` key exists; returns the id of the one
+    /// that holds the key (so a workflow's `notify` step is delivered once per (run, step),
+    /// however often the step is retried).
+    pub fn insert_alert_once(&self, a: &NewAlert<'_>, dedupe: &str) -> Result<i64> {
+        if let Some(id) = self
+            .tx
+            .prepare_cached("SELECT id FROM alerts WHERE dedupe = ?1")?
+            .query_row([dedupe], |r| r.get(0))
+            .optional()?
+        {
+            return Ok(id);
+        }
+        let id = self.insert_alert(a)?;
+        self.tx
+            .prepare_cached("UPDATE alerts SET dedupe = ?2 WHERE id = ?1")?
+            .execute(params![id, dedupe])?;
+        Ok(id)
+    }
+
     pub fn window(&self, rule: &str, job: &str) -> Result<Window> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT window_end, suppressed, kinds FROM throttles WHERE rule = ?1 AND job = ?2",

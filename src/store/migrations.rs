@@ -130,4 +130,52 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX runs_active;
     CREATE INDEX runs_active ON runs(state, job) WHERE state IN ('delayed', 'waiting', 'queued', 'running', 'retrying');
     "#,
+    // 6: workflows — each run's pinned steps and input, each step's checkpoint, signals; a
+    // suspended run is unfinished (it joins the active states) and due when a step wakes.
+    r#"
+    ALTER TABLE runs ADD COLUMN definition TEXT;
+    ALTER TABLE runs ADD COLUMN input TEXT;
+    ALTER TABLE runs ADD COLUMN origin INTEGER;
+    ALTER TABLE runs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;
+
+    DROP INDEX runs_active;
+    CREATE INDEX runs_active ON runs(state, job) WHERE state IN ('delayed', 'waiting', 'queued', 'running', 'retrying', 'suspended');
+    DROP INDEX runs_due;
+    CREATE INDEX runs_due ON runs(due_at) WHERE state IN ('delayed', 'retrying', 'suspended');
+
+    CREATE TABLE steps (
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name        TEXT    NOT NULL,
+        idx         INTEGER NOT NULL,
+        kind        TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        tries       INTEGER NOT NULL DEFAULT 0,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        wake_at     INTEGER,
+        waiting_for TEXT,
+        exit_code   INTEGER,
+        signal      INTEGER,
+        error       TEXT,
+        outputs     TEXT,
+        reused_from INTEGER,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE signals (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name        TEXT    NOT NULL,
+        data        TEXT,
+        fail        TEXT,
+        created_at  INTEGER NOT NULL,
+        consumed_by TEXT,
+        consumed_at INTEGER
+    );
+    CREATE INDEX signals_pending ON signals(run_id, name) WHERE consumed_at IS NULL;
+
+    ALTER TABLE alerts ADD COLUMN dedupe TEXT;
+    CREATE UNIQUE INDEX alerts_dedupe ON alerts(dedupe) WHERE dedupe IS NOT NULL;
+    "#,
 ];

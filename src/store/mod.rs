@@ -14,7 +14,7 @@
 /// the whole table, and history can hold millions of runs.
 macro_rules! active {
     () => {
-        "state IN ('delayed', 'waiting', 'queued', 'running', 'retrying')"
+        "state IN ('delayed', 'waiting', 'queued', 'running', 'retrying', 'suspended')"
     };
 }
 
@@ -22,6 +22,7 @@ mod alerts;
 mod migrations;
 mod runs;
 mod schedules;
+mod steps;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
 pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
 pub use schedules::FireRecord;
+pub use steps::StepEnd;
 
 /// How hard SQLite works to keep a committed transaction across a power loss.
 ///
@@ -233,6 +235,15 @@ pub struct Tx<'c> {
     alerts: Cell<u32>,
 }
 
+/// The due time of a suspended run that only a signal wakes (9999-12-31T23:59:59Z): never due,
+/// yet a valid time.
+pub const NEVER_MS: i64 = 253_402_300_799_000;
+
+/// Whether a stored time is [`NEVER_MS`].
+pub fn is_never(t: crate::model::Time) -> bool {
+    t.timestamp_millis() >= NEVER_MS
+}
+
 /// Milliseconds since the Unix epoch, as stored.
 fn ms(t: crate::model::Time) -> i64 {
     t.timestamp_millis()
@@ -326,8 +337,11 @@ mod tests {
                         retry_of: None,
                         error: None,
                         finished_at: None,
+                        definition: None,
+                        input: None,
+                        origin: None,
                     })?;
-                    let (_, seq) = tx.start_attempt(id, "daemon", t0)?;
+                    let (_, seq) = tx.start_attempt(id, "daemon", t0, false)?;
                     let end = t0 + chrono::Duration::milliseconds(ms_taken);
                     tx.end_attempt(id, seq, end, "succeeded", Some(0), None, None, None)?;
                     tx.finish_run(id, RunState::Succeeded, end, None, Some(0), None)?;

@@ -26,6 +26,11 @@ pub struct NewRun<'a> {
     /// For runs born final (a dependency already failed): why, and when.
     pub error: Option<&'a str>,
     pub finished_at: Option<Time>,
+    /// A workflow run's pinned steps (JSON), its input (JSON), and the run its effects are named
+    /// after (see [`Run::origin`]).
+    pub definition: Option<&'a str>,
+    pub input: Option<&'a str>,
+    pub origin: Option<RunId>,
 }
 
 /// The few columns the engine needs to act on a run.
@@ -48,6 +53,8 @@ pub struct QueuedCandidate {
     pub priority: i64,
     pub due_at: i64,
     pub owner: Option<String>,
+    /// Queued to resume a suspended attempt.
+    pub resume: bool,
 }
 
 /// Which runs a listing shows.
@@ -88,7 +95,7 @@ pub struct JobStats {
 
 const RUN_COLUMNS: &str = "id, job, state, priority, trigger, key, attempt, max_attempts, created_at, due_at, \
      started_at, finished_at, exit_code, signal, error, env, schedule, scheduled_at, owner, cancel_requested, \
-     retried_by, retry_of";
+     retried_by, retry_of, input, definition IS NOT NULL, origin, resume";
 
 fn state_of(s: &str) -> Result<RunState> {
     s.parse().map_err(StoreError::Corrupt)
@@ -129,6 +136,16 @@ fn run_from_row(row: &Row<'_>) -> Result<Run> {
         retried_by: row.get(20)?,
         retry_of: row.get(21)?,
         depends_on: Vec::new(),
+        input: match row.get::<_, Option<String>>(22)? {
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
+            None => None,
+        },
+        has_steps: row.get(23)?,
+        origin: row.get(24)?,
+        resume: row.get::<_, i64>(25)? != 0,
+        steps: Vec::new(),
     })
 }
 
@@ -146,8 +163,9 @@ fn brief_from_row(row: &Row<'_>) -> Result<RunBrief> {
 
 // Statements of the engine's hot path, named so that a test can check their query plans.
 const SQL_LATEST_ACTIVE: &str = concat!("SELECT max(id) FROM runs WHERE job = ?1 AND ", active!());
-const SQL_DUE_RUNS: &str = "SELECT id, state FROM runs WHERE state IN ('delayed', 'retrying') AND due_at <= ?1 ORDER BY due_at, id";
-const SQL_NEXT_DUE: &str = "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying')";
+const SQL_DUE_RUNS: &str = "SELECT id, state FROM runs WHERE state IN ('delayed', 'retrying', 'suspended') AND due_at <= ?1 ORDER BY due_at, id";
+const SQL_NEXT_DUE: &str =
+    "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying', 'suspended')";
 const SQL_RUNNING_COUNTS: &str = concat!(
     "SELECT job, count(*) FROM runs WHERE ",
     active!(),
@@ -168,7 +186,7 @@ const SQL_CANCEL_REQUESTS: &str = concat!(
     active!(),
     " AND state = 'running' AND owner = ?1 AND cancel_requested = 1 ORDER BY id"
 );
-const SQL_QUEUED_FIRST: &str = "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
+const SQL_QUEUED_FIRST: &str = "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
      ORDER BY priority DESC, due_at, id LIMIT ?1";
 
 /// Every hot statement: none may scan the whole `runs` table (see the test).
@@ -207,8 +225,8 @@ impl Tx<'_> {
         };
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO runs (job, state, priority, trigger, key, max_attempts, created_at, due_at, env, schedule, \
-             scheduled_at, owner, retry_of, error, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-             ?12, ?13, ?14, ?15)",
+             scheduled_at, owner, retry_of, error, finished_at, definition, input, origin) VALUES (?1, ?2, ?3, ?4, ?5, \
+             ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         stmt.execute(params![
             r.job,
@@ -226,6 +244,9 @@ impl Tx<'_> {
             r.retry_of,
             r.error,
             r.finished_at.map(ms),
+            r.definition,
+            r.input,
+            r.origin,
         ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -249,11 +270,15 @@ impl Tx<'_> {
             return Ok(None);
         };
         let mut run = run_from_row(row)?;
+        drop(rows);
         run.depends_on = self
             .dep_states(id)?
             .into_iter()
             .map(|(d, _, _)| d)
             .collect();
+        if run.has_steps {
+            run.steps = self.steps(id)?;
+        }
         Ok(Some(run))
     }
 
@@ -414,6 +439,7 @@ impl Tx<'_> {
                 priority: r.get(2)?,
                 due_at: r.get(3)?,
                 owner: r.get(4)?,
+                resume: r.get::<_, i64>(5)? != 0,
             })
         };
         let rows = match after {
@@ -424,7 +450,7 @@ impl Tx<'_> {
             }
             Some(c) => {
                 let mut stmt = self.tx.prepare_cached(
-                    "SELECT id, job, priority, due_at, owner FROM runs WHERE state = 'queued' \
+                    "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
                      AND (priority < ?1 OR (priority = ?1 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)))) \
                      ORDER BY priority DESC, due_at, id LIMIT ?4",
                 )?;
@@ -439,7 +465,32 @@ impl Tx<'_> {
     /// Returns (attempt number, attempt row sequence).
     /// Returns the run as it now is (without its `depends_on`, which starting it does not need)
     /// and the attempt row's sequence.
-    pub fn start_attempt(&self, id: RunId, owner: &str, now: Time) -> Result<(Run, u32)> {
+    ///
+    /// With `resume`, the run goes on with the attempt it was suspended in: no new attempt.
+    pub fn start_attempt(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: Time,
+        resume: bool,
+    ) -> Result<(Run, u32)> {
+        if resume {
+            let mut stmt = self.tx.prepare_cached(&format!(
+                "UPDATE runs SET state = 'running', owner = ?2, resume = 0 WHERE id = ?1 AND state = 'queued' \
+                 RETURNING {RUN_COLUMNS}"
+            ))?;
+            let mut rows = stmt.query(params![id, owner])?;
+            let run = match rows.next()? {
+                Some(row) => run_from_row(row)?,
+                None => return Err(StoreError::Corrupt(format!("run {id} is not queued"))),
+            };
+            drop(rows);
+            let seq: Option<u32> = self
+                .tx
+                .prepare_cached("SELECT max(seq) FROM attempts WHERE run_id = ?1")?
+                .query_row([id], |r| r.get(0))?;
+            return Ok((run, seq.unwrap_or(0)));
+        }
         let mut stmt = self.tx.prepare_cached(&format!(
             "UPDATE runs SET state = 'running', owner = ?2, attempt = attempt + 1, \
              started_at = coalesce(started_at, ?3) WHERE id = ?1 AND state = 'queued' RETURNING {RUN_COLUMNS}"
@@ -612,6 +663,9 @@ impl Tx<'_> {
                 .into_iter()
                 .map(|(d, _, _)| d)
                 .collect();
+            if run.has_steps {
+                run.steps = self.steps(run.id)?;
+            }
         }
         Ok(out)
     }

@@ -159,9 +159,22 @@ impl Env {
             child: Some(child),
             log,
         };
-        wait_for("the daemon to start", || {
-            d.log().contains("worker daemon started").then_some(())
-        });
+        let start = Instant::now();
+        let mut d = d;
+        while !d.log().contains("worker daemon started") {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "the daemon exited ({status}) instead of starting; its log:\n{}",
+                    d.log()
+                );
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "timed out waiting for the daemon to start; its log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         d
     }
 }

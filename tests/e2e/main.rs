@@ -12,3 +12,4 @@ mod peers;
 mod schedules;
 mod service;
 mod spine;
+mod workflows;

@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// An HTTP server and the runtime that keeps it serving while the test runs synchronously.
 pub struct Http {
-    rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Runtime,
     pub server: MockServer,
 }
 

@@ -613,7 +613,7 @@ fn runs_of_a_job_the_daemon_has_not_loaded_wait_for_a_reload() {
     e.job("new", "run: 'true'\n");
     let id = e.add(&["new"]);
     wait_for("the daemon to warn", || {
-        d.log().contains("SIGHUP").then_some(())
+        d.log().contains("worker reload").then_some(())
     });
     assert_eq!(e.state(id), "queued", "never thrown away");
     d.signal(libc::SIGHUP);
