@@ -13,6 +13,10 @@ use crate::store::StoreError;
 
 pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
     let (data, mut store) = ctx.store()?;
+    let steps = store.read(|tx| tx.steps(id))?;
+    if !steps.is_empty() && attempt.is_none() {
+        return all_steps(&data, id, &steps);
+    }
     let attempts = store.read(|tx| {
         if tx.brief(id)?.is_none() {
             return Ok(None);
@@ -179,7 +183,104 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// `worker logs RUN --follow`: the current attempt's output so far, then everything it writes,
 /// across retries, until the run ends. Exit 0 if it succeeded, 1 if not.
+/// A workflow run's output: each step's (its latest execution), in order, under a header on
+/// stderr.
+fn all_steps(data: &crate::datadir::DataDir, id: RunId, steps: &[Step]) -> CliResult {
+    let mut stdout = std::io::stdout().lock();
+    for s in steps.iter().filter(|s| s.attempts > 0) {
+        let path = data.step_log_path(id, &s.name, s.attempts);
+        let out = capture::read_tail(&path, u64::MAX)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        if let Some(bytes) = out {
+            let _ = stdout.flush();
+            eprintln!("[worker: step {}]", s.name);
+            write_out(&mut stdout, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// `logs RUN --follow` of a workflow run: every step's output as it is written (a header on
+/// stderr whenever the output switches to another step), until the run ends.
+fn follow_steps(ctx: &Ctx, id: RunId) -> CliResult {
+    let (data, mut store) = ctx.store()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut tails: std::collections::BTreeMap<(u32, String), (u32, Tail)> = Default::default();
+    let mut last: Option<String> = None;
+    loop {
+        let Some(run) = store.read(|tx| tx.run(id))? else {
+            return Err(CliError::Failed(format!("run {id} does not exist")));
+        };
+        for s in run.steps.iter().filter(|s| s.attempts > 0) {
+            let key = (s.idx, s.name.clone());
+            let entry = tails.entry(key).or_insert_with(|| {
+                (
+                    s.attempts,
+                    Tail::new(data.step_log_path(id, &s.name, s.attempts)),
+                )
+            });
+            if entry.0 != s.attempts {
+                entry
+                    .1
+                    .pump(&mut Header::new(&mut stdout, &s.name, &mut last))?;
+                *entry = (
+                    s.attempts,
+                    Tail::new(data.step_log_path(id, &s.name, s.attempts)),
+                );
+            }
+            entry
+                .1
+                .pump(&mut Header::new(&mut stdout, &s.name, &mut last))?;
+        }
+        if run.state.is_final() {
+            return match run.state {
+                RunState::Succeeded => Ok(()),
+                st => Err(CliError::Failed(format!(
+                    "run {id} ended {st}{}",
+                    run.error.map(|e| format!(": {e}")).unwrap_or_default()
+                ))),
+            };
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// Writes through to stdout, first saying on stderr which step the output is from when that
+/// changes.
+struct Header<'a, W: Write> {
+    out: &'a mut W,
+    step: &'a str,
+    last: &'a mut Option<String>,
+}
+
+impl<'a, W: Write> Header<'a, W> {
+    fn new(out: &'a mut W, step: &'a str, last: &'a mut Option<String>) -> Self {
+        Header { out, step, last }
+    }
+}
+
+impl<W: Write> Write for Header<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.last.as_deref() != Some(self.step) {
+            self.out.flush()?;
+            eprintln!("[worker: step {}]", self.step);
+            *self.last = Some(self.step.to_string());
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 pub fn follow(ctx: &Ctx, id: RunId) -> CliResult {
+    {
+        let (_, mut store) = ctx.store()?;
+        if !store.read(|tx| tx.steps(id))?.is_empty() {
+            return follow_steps(ctx, id);
+        }
+    }
     let (data, mut store) = ctx.store()?;
     let mut stdout = std::io::stdout().lock();
     let mut current: Option<(u32, Tail)> = None;

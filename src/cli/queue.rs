@@ -447,10 +447,17 @@ pub fn stats(ctx: &Ctx) -> CliResult {
     };
     for (job, c) in &jobs {
         let get = |s: &str| c.get(s).copied().unwrap_or(0);
-        let active: u64 = ["delayed", "waiting", "queued", "running", "retrying"]
-            .iter()
-            .map(|s| get(s))
-            .sum();
+        let active: u64 = [
+            "delayed",
+            "waiting",
+            "queued",
+            "running",
+            "retrying",
+            "suspended",
+        ]
+        .iter()
+        .map(|s| get(s))
+        .sum();
         let s = stat_of(job);
         t.add_row(vec![
             job.clone(),
@@ -775,20 +782,13 @@ pub fn purge(ctx: &Ctx, dlq: bool, finished_before: Option<String>) -> CliResult
         None => None,
     };
     let (data, mut store) = ctx.store()?;
-    let purged = store.write(|tx| {
-        let ids = tx.purge(before, dlq)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push((id, tx.attempt_seqs(id)?));
-        }
-        Ok::<_, StoreError>(out)
-    })?;
-    for (id, seqs) in &purged {
-        crate::daemon::remove_logs(&data, *id, seqs);
+    let purged = store.write(|tx| tx.purge(before, dlq))?;
+    for p in &purged {
+        crate::daemon::remove_logs(&data, p);
     }
     if ctx.json {
         print_json(
-            &json!({"purged": purged.len(), "ids": purged.iter().map(|(id, _)| id).collect::<Vec<_>>()}),
+            &json!({"purged": purged.len(), "ids": purged.iter().map(|p| p.id).collect::<Vec<_>>()}),
         );
     } else {
         let what = if dlq { "dead" } else { "finished" };

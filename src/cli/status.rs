@@ -173,12 +173,13 @@ pub fn run(ctx: &Ctx) -> CliResult {
         }
         let get = |s: &str| counts.get(s).copied().unwrap_or(0);
         println!(
-            "runs       {} running, {} queued, {} waiting, {} delayed, {} retrying, {} succeeded, {} dead, {} cancelled",
+            "runs       {} running, {} queued, {} waiting, {} delayed, {} retrying, {} suspended, {} succeeded, {} dead, {} cancelled",
             get("running"),
             get("queued"),
             get("waiting"),
             get("delayed"),
             get("retrying"),
+            get("suspended"),
             get("succeeded"),
             get("dead"),
             get("cancelled")

@@ -312,17 +312,12 @@ impl Engine {
         let data = self.data.clone();
         let result = self.store.write(|tx| {
             tx.purge_fires(before)?;
-            let ids = tx.purge(Some(before), false)?;
-            let mut seqs = Vec::new();
-            for &id in &ids {
-                seqs.push((id, tx.attempt_seqs(id)?));
-            }
-            Ok::<_, StoreError>(seqs)
+            tx.purge(Some(before), false)
         });
         match result {
             Ok(pruned) => {
-                for (id, seqs) in &pruned {
-                    remove_logs(&data, *id, seqs);
+                for p in &pruned {
+                    remove_logs(&data, p);
                 }
                 if !pruned.is_empty() {
                     info!(
@@ -931,10 +926,15 @@ fn until(now: Time, t: Time) -> Duration {
     (t - now).to_std().unwrap_or(Duration::ZERO)
 }
 
-/// Removes the captured output of a run's attempts.
-pub fn remove_logs(data: &DataDir, run: RunId, seqs: &[u32]) {
-    for &seq in seqs {
-        capture::remove(&data.log_path(run, seq));
+/// Removes the captured output of a deleted run: its attempts' and its steps'.
+pub fn remove_logs(data: &DataDir, run: &crate::store::Purged) {
+    for &seq in &run.seqs {
+        capture::remove(&data.log_path(run.id, seq));
+    }
+    for (step, executions) in &run.steps {
+        for n in 1..=*executions {
+            capture::remove(&data.step_log_path(run.id, step, n));
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
-pub use runs::{JobStats, NewRun, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
+pub use runs::{JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
 pub use schedules::FireRecord;
 pub use steps::StepEnd;
 

@@ -69,12 +69,22 @@ pub struct RunFilter {
     pub limit: Option<u32>,
 }
 
+/// A deleted run and what names its captured output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Purged {
+    pub id: RunId,
+    /// Its attempts' log sequences.
+    pub seqs: Vec<u32>,
+    /// Its steps that ran: (name, executions).
+    pub steps: Vec<(String, u32)>,
+}
+
 /// Counts for a one-line status, each from an index (cheap with millions of finished runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatusCounts {
     pub running: u64,
     pub queued: u64,
-    /// Delayed, waiting or retrying.
+    /// Delayed, waiting, retrying or suspended.
     pub waiting: u64,
     /// In the dead-letter queue.
     pub dead: u64,
@@ -839,8 +849,8 @@ impl Tx<'_> {
 
     /// Deletes finished runs (and their dependency links and attempts) finished before
     /// `before`; with `dead_only`, only dead runs. Returns the deleted ids (to remove their logs).
-    pub fn purge(&self, before: Option<Time>, dead_only: bool) -> Result<Vec<RunId>> {
-        let mut sql = String::from("DELETE FROM runs WHERE finished_at IS NOT NULL");
+    pub fn purge(&self, before: Option<Time>, dead_only: bool) -> Result<Vec<Purged>> {
+        let mut sql = String::from("SELECT id FROM runs WHERE finished_at IS NOT NULL");
         if dead_only {
             sql.push_str(" AND state = 'dead'");
         }
@@ -852,12 +862,29 @@ impl Tx<'_> {
         // A finished run some unfinished run still waits on is kept: the waiter needs its state.
         sql.push_str(
             " AND NOT EXISTS (SELECT 1 FROM run_deps d JOIN runs w ON w.id = d.run_id \
-             WHERE d.dep_id = runs.id AND w.finished_at IS NULL) RETURNING id",
+             WHERE d.dep_id = runs.id AND w.finished_at IS NULL)",
         );
-        let mut stmt = self.tx.prepare(&sql)?;
-        Ok(stmt
+        let ids: Vec<RunId> = self
+            .tx
+            .prepare(&sql)?
             .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?)
+            .collect::<rusqlite::Result<_>>()?;
+        // What names their output files goes with them (attempts and steps cascade): read it first.
+        let mut out = Vec::with_capacity(ids.len());
+        let mut delete = self.tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?;
+        for id in ids {
+            let seqs = self.attempt_seqs(id)?;
+            let steps = self
+                .tx
+                .prepare_cached(
+                    "SELECT name, attempts FROM steps WHERE run_id = ?1 AND attempts > 0",
+                )?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            delete.execute([id])?;
+            out.push(Purged { id, seqs, steps });
+        }
+        Ok(out)
     }
 
     /// Log sequences of the attempts of run `id` (to locate their files).
@@ -908,7 +935,7 @@ impl Tx<'_> {
             waiting: count(concat!(
                 "SELECT count(*) FROM runs WHERE ",
                 active!(),
-                " AND state IN ('delayed', 'waiting', 'retrying')"
+                " AND state IN ('delayed', 'waiting', 'retrying', 'suspended')"
             ))?,
             dead: count("SELECT count(*) FROM runs WHERE state = 'dead' AND retried_by IS NULL")?,
         })

@@ -477,6 +477,16 @@ fn show_and_logs_of_a_workflow_run() {
         e.ok(&["logs", &id.to_string(), "--step", "join"]),
         "joined\n"
     );
+    let all = e.run(&["logs", &id.to_string()]);
+    assert_eq!(stdout(&all), "from-left\nfrom-right\njoined\n");
+    assert!(
+        stderr(&all).contains("[worker: step right]"),
+        "{}",
+        stderr(&all)
+    );
+    let followed = e.run(&["logs", &id.to_string(), "-f"]);
+    assert!(followed.status.success());
+    assert_eq!(stdout(&followed), "from-left\nfrom-right\njoined\n");
     let out = e.run(&["logs", &id.to_string(), "--step", "jion"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -505,6 +515,11 @@ fn show_and_logs_of_a_workflow_run() {
             assert!(s.get(k).is_some(), "{k} missing in {s}");
         }
     }
+    // Purging the run removes its steps' output too.
+    let logs = |e: &Env| fs::read_dir(e.data.join("logs")).unwrap().count();
+    assert_eq!(logs(&e), 3);
+    e.ok(&["queue:purge", "--finished-before", "0s"]);
+    assert_eq!(logs(&e), 0);
 }
 
 /// `http` steps against a real local server: method, headers, a JSON body from the input, the
@@ -694,4 +709,59 @@ steps:
         );
         assert!(!pwned.exists());
     }
+}
+
+/// The workflow shipped in `jobs/` runs on a fresh copy of the repository's configuration.
+#[test]
+fn the_example_workflow_runs_with_worker_job() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let e = Env::new();
+    for f in ["scheduler.yaml", "alerts.yaml"] {
+        fs::copy(repo.join(f), e.config.join(f)).unwrap();
+    }
+    for entry in fs::read_dir(repo.join("jobs")).unwrap() {
+        let p = entry.unwrap().path();
+        fs::copy(&p, e.config.join("jobs").join(p.file_name().unwrap())).unwrap();
+    }
+    let out = e.run(&[
+        "job",
+        "onboard",
+        "--input",
+        r#"{"user_id": 42, "plan": "pro"}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("receipt for User 42 <user42@example.com> on the pro plan"),
+        "{}",
+        stdout(&out)
+    );
+    let id = e.json(&["history"])[0]["id"].as_i64().unwrap();
+    let r = e.run_obj(id);
+    let states: Vec<(String, String)> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("fetch_user", "succeeded"),
+        ("charge", "skipped"),
+        ("prepare_db", "succeeded"),
+        ("create_table", "succeeded"),
+        ("record", "succeeded"),
+        ("receipt", "succeeded"),
+        ("later", "succeeded"),
+        ("approve", "skipped"),
+        ("follow_up", "succeeded"),
+    ];
+    assert_eq!(
+        states,
+        expect.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+    );
+    assert_eq!(step(&r, "record")["outputs"]["row_count"], 1);
 }
