@@ -122,24 +122,16 @@ pub(super) fn step_done(
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
-    let mut ctx = RunCtx {
-        run: &flow.run,
-        def: &flow.def,
-        config,
-        process_slots: *slots,
-        keep_owner: None,
-        halt,
-    };
-    let progress = wf::step_ended(
-        tx,
-        &mut ctx,
-        &done.step,
-        done.outcome.clone(),
-        now,
-        fastrand::f64(),
-    )?;
-    *slots = ctx.process_slots;
-    decided(tx, &ctx, flow, progress, now)
+    decide(tx, config, flow, slots, halt, now, |tx, ctx| {
+        wf::step_ended(
+            tx,
+            ctx,
+            &done.step,
+            done.outcome.clone(),
+            now,
+            fastrand::f64(),
+        )
+    })
 }
 
 /// Looks at a flow again (a step woke, a signal came, a slot freed, it is halting).
@@ -151,6 +143,21 @@ pub(super) fn revisit(
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
+    decide(tx, config, flow, slots, halt, now, |tx, ctx| {
+        wf::advance(tx, ctx, now)
+    })
+}
+
+/// Runs `step` (a decision of `workflow::run`) on a flow's context, then settles the run.
+fn decide(
+    tx: &Tx<'_>,
+    config: &Config,
+    flow: &Flow,
+    slots: &mut usize,
+    halt: Option<Halt>,
+    now: Time,
+    step: impl FnOnce(&Tx<'_>, &mut RunCtx<'_>) -> Result<Progress>,
+) -> Result<Decided> {
     let mut ctx = RunCtx {
         run: &flow.run,
         def: &flow.def,
@@ -159,20 +166,9 @@ pub(super) fn revisit(
         keep_owner: None,
         halt,
     };
-    let progress = wf::advance(tx, &mut ctx, now)?;
+    let progress = step(tx, &mut ctx)?;
     *slots = ctx.process_slots;
-    decided(tx, &ctx, flow, progress, now)
-}
-
-fn decided(
-    tx: &Tx<'_>,
-    ctx: &RunCtx<'_>,
-    flow: &Flow,
-    progress: Progress,
-    now: Time,
-) -> Result<Decided> {
-    // A step still running keeps the run running, whatever the decision says.
-    let next = wf::settle(tx, ctx, flow.seq, progress, now, fastrand::f64())?;
+    let next = wf::settle(tx, &ctx, flow.seq, progress, now, fastrand::f64())?;
     Ok(Decided {
         run: flow.run.id,
         next,

@@ -189,7 +189,7 @@ const SQL_OWNERS: &str = concat!(
 const SQL_RESERVED_BY: &str = concat!(
     "SELECT id FROM runs WHERE ",
     active!(),
-    " AND state IN ('delayed', 'waiting', 'queued', 'retrying') AND owner = ?1 ORDER BY id"
+    " AND state IN ('delayed', 'waiting', 'queued', 'retrying', 'suspended') AND owner = ?1 ORDER BY id"
 );
 const SQL_CANCEL_REQUESTS: &str = concat!(
     "SELECT id FROM runs WHERE ",

@@ -765,3 +765,41 @@ fn the_example_workflow_runs_with_worker_job() {
     );
     assert_eq!(step(&r, "record")["outputs"]["row_count"], 1);
 }
+
+/// A `worker job` killed while its workflow run sleeps: the run was reserved for it; the daemon
+/// takes it over once the foreground process is gone, and finishes it when it is due.
+#[test]
+fn a_suspended_run_of_a_dead_worker_job_is_taken_over() {
+    let e = Env::new();
+    let m = e.path("marks");
+    e.job(
+        "later",
+        &format!(
+            "steps:\n  - name: nap\n    sleep: 2s\n  - name: after\n    run: echo after >> {}\n",
+            m.display()
+        ),
+    );
+    let mut fg = e
+        .cmd()
+        .args(["job", "later"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the run to exist", || {
+        e.json(&["queue:list"])
+            .as_array()
+            .unwrap()
+            .first()
+            .and_then(|r| r["id"].as_i64())
+    });
+    let r = e.wait_state(id, &["suspended"]);
+    assert!(r["steps"][0]["state"] == "suspended");
+    fg.kill().unwrap();
+    fg.wait().unwrap();
+    let _d = e.daemon_with(|c| {
+        c.env("WORKER_HOUSEKEEPING", "200ms");
+    });
+    e.wait_state(id, &["succeeded"]);
+    assert_eq!(lines(&m), ["after"]);
+}
