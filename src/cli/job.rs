@@ -17,7 +17,7 @@ use super::{CliError, CliResult, Ctx};
 use crate::config::Config;
 use crate::datadir::{DataDir, Lease};
 use crate::exec::{Executor, StopReason};
-use crate::model::{RunId, RunState, Trigger};
+use crate::model::{RunId, RunState, Time, Trigger};
 use crate::queue::lifecycle;
 use crate::queue::{Claimed, Request, enqueue};
 use crate::runner;
@@ -330,7 +330,7 @@ impl Foreground {
         );
         let config = self.config.clone();
         let (done_tx, mut done_rx) =
-            tokio::sync::mpsc::unbounded_channel::<(String, wf::StepOutcome)>();
+            tokio::sync::mpsc::unbounded_channel::<(String, wf::StepOutcome, Time)>();
         let mut handles: std::collections::HashMap<String, watch::Sender<Option<StopReason>>> =
             std::collections::HashMap::new();
         let mut halt: Option<Halt> = None;
@@ -385,7 +385,7 @@ impl Foreground {
                             let name = l.step.clone();
                             let (outcome, _) =
                                 runner.execute(&run, &kind, l, config, stop_rx).await;
-                            let _ = tx.send((name, outcome));
+                            let _ = tx.send((name, outcome, chrono::Utc::now()));
                         });
                     }
                     wake
@@ -397,7 +397,7 @@ impl Foreground {
                 .unwrap_or(Duration::from_secs(3600));
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             tick.tick().await;
-            let ended: Option<(String, wf::StepOutcome)> = tokio::select! {
+            let ended: Option<(String, wf::StepOutcome, Time)> = tokio::select! {
                 Some(e) = done_rx.recv() => Some(e),
                 _ = tokio::time::sleep(until_wake) => None,
                 _ = interrupt.recv() => {
@@ -431,14 +431,20 @@ impl Foreground {
                     halt,
                 };
                 let p = match &ended {
-                    Some((name, outcome)) => {
-                        wf::step_ended(tx, &mut ctx, name, outcome.clone(), now, fastrand::f64())?
-                    }
+                    Some((name, outcome, at)) => wf::step_ended(
+                        tx,
+                        &mut ctx,
+                        name,
+                        outcome.clone(),
+                        *at,
+                        now,
+                        fastrand::f64(),
+                    )?,
                     None => wf::advance(tx, &mut ctx, now)?,
                 };
                 wf::settle(tx, &ctx, claimed.seq, p, now, fastrand::f64())
             })?;
-            if let Some((name, outcome)) = &ended {
+            if let Some((name, outcome, _)) = &ended {
                 handles.remove(name);
                 let said = match outcome {
                     wf::StepOutcome::Succeeded { .. } => "succeeded".to_string(),

@@ -52,6 +52,8 @@ pub(super) struct StepDone {
     pub outcome: StepOutcome,
     pub duration: Duration,
     pub process: bool,
+    /// When the task saw it end (the step's `finished_at`; the commit comes a turn later).
+    pub ended_at: Time,
 }
 
 /// A decision about a workflow run taken in a turn's transaction, applied after the commit.
@@ -128,6 +130,7 @@ pub(super) fn step_done(
             ctx,
             &done.step,
             done.outcome.clone(),
+            done.ended_at,
             now,
             fastrand::f64(),
         )
@@ -268,6 +271,7 @@ impl Engine {
         let runner = self.step_runner.clone();
         let config = self.config.clone();
         let tx = self.done_tx.clone();
+        let clock = self.clock.clone();
         let span = tracing::info_span!("step", job = %job, run, step = %step);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
@@ -280,6 +284,7 @@ impl Engine {
                     outcome,
                     duration,
                     process,
+                    ended_at: clock.now(),
                 }));
             },
             span,

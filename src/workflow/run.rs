@@ -132,15 +132,18 @@ pub fn begin(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress> {
 }
 
 /// Records how an executed step ended — a retry in place if its `retry` allows, a checkpoint
-/// otherwise — and advances the run in the same transaction. `unit` is the backoff's random unit.
+/// otherwise — and advances the run in the same transaction. `ended` is when its task saw it end
+/// (its `finished_at`); `unit` is the backoff's random unit.
 pub fn step_ended(
     tx: &Tx<'_>,
     ctx: &mut RunCtx<'_>,
     name: &str,
     outcome: StepOutcome,
+    ended: Time,
     now: Time,
     unit: f64,
 ) -> Result<Progress> {
+    let at = ended.min(now);
     let run = ctx.run.id;
     let Some((_, def)) = ctx.def.step(name) else {
         return Err(StoreError::Corrupt(format!(
@@ -164,13 +167,13 @@ pub fn step_ended(
                     "its outputs take {} bytes, more than the 1 MiB a step may store",
                     size
                 );
-                fail_step(tx, ctx, def, &row, &error, None, None, now, unit)?;
+                fail_step(tx, ctx, def, &row, &error, None, None, at, unit)?;
             } else {
                 tx.end_step(
                     run,
                     name,
                     StepState::Succeeded,
-                    now,
+                    at,
                     &StepEnd {
                         exit_code: row.exit_code.or(def.kind.is_process().then_some(0)),
                         outputs: Some(&outputs),
@@ -183,12 +186,12 @@ pub fn step_ended(
             error,
             exit_code,
             signal,
-        } => fail_step(tx, ctx, def, &row, &error, exit_code, signal, now, unit)?,
+        } => fail_step(tx, ctx, def, &row, &error, exit_code, signal, at, unit)?,
         StepOutcome::Cancelled => tx.end_step(
             run,
             name,
             StepState::Cancelled,
-            now,
+            at,
             &StepEnd {
                 error: Some("cancelled"),
                 ..Default::default()

@@ -146,7 +146,7 @@ impl World {
                     halt,
                 };
                 let p = match ended {
-                    Some((name, o)) => step_ended(tx, &mut ctx, name, o, now, 0.5)?,
+                    Some((name, o)) => step_ended(tx, &mut ctx, name, o, now, now, 0.5)?,
                     None => advance(tx, &mut ctx, now)?,
                 };
                 settle(tx, &ctx, h.seq, p, now, 0.5)
