@@ -18,5 +18,16 @@ fn main() {
             println!("cargo:rerun-if-changed={p}");
         }
     }
+    // A commit rewrites the branch's ref file (the directory above only changes when a branch is
+    // created): watch the file HEAD points at, so the version names the commit it was built from.
+    if let Some(branch) = std::fs::read_to_string(".git/HEAD")
+        .ok()
+        .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_string))
+    {
+        let path = format!(".git/{branch}");
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }
