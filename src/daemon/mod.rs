@@ -171,6 +171,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         ))
     })?;
     let lease = Lease::daemon(&data)?;
+    trim::tune_allocator();
     let store = Store::open(&data.db_path(), config.settings.durability)?;
     store.disable_autocheckpoint()?;
     let checkpointer = checkpoint::Checkpointer::start(data.db_path())
@@ -253,6 +254,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     engine.heartbeat();
     engine.notifier.ready();
     trim::release_code_pages();
+    trim::release_heap();
     engine.update_status(true);
     let result = engine.main_loop(listener.as_ref()).await;
     let _ = stop_outbox.send(true);
@@ -361,8 +363,9 @@ impl Engine {
                 self.heartbeat();
                 self.exec.reap_orphans();
                 self.external = true;
-                if self.running.is_empty() {
+                if self.running.is_empty() && self.flows.is_empty() {
                     trim::release_code_pages();
+                    trim::release_heap();
                 }
             }
             self.update_status(false);

@@ -46,3 +46,31 @@ pub fn release_code_pages() -> usize {
     }
     advised
 }
+
+/// Keeps the allocator from handing memory back to the kernel after every burst: under load the
+/// heap's top grows and shrinks many times a second (SQLite's page cache, response buffers),
+/// and every regrowth costs page faults — a quarter of the daemon's time when in-process steps
+/// run back to back. Freed memory at the top is kept up to `KEEP` (and grown `PAD` at a time);
+/// [`release_heap`] gives it back once the daemon is idle.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const KEEP: libc::c_int = 32 << 20;
+        const PAD: libc::c_int = 1 << 20;
+        // SAFETY: mallopt only sets glibc allocator parameters; called before other threads
+        // allocate heavily, and it is thread-safe in glibc anyway.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP);
+            libc::mallopt(libc::M_TOP_PAD, PAD);
+        }
+    }
+}
+
+/// Returns free heap memory to the kernel (when idle: see [`tune_allocator`]).
+pub fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of glibc's heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
