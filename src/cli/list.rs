@@ -1,5 +1,7 @@
 //! `worker list`.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::output::{human, print_json, print_table, rfc3339, table};
@@ -8,15 +10,17 @@ use super::{CliResult, Ctx};
 use crate::config::{Config, JobDef, ScheduleDef};
 use crate::model::Time;
 
-/// The next fire of `job` over its enabled schedules, with the schedule it comes from.
+/// The next fire of `job` over its enabled schedules that are not paused, with the schedule it
+/// comes from.
 fn next_fire<'c>(
     config: &'c Config,
     job: &'c JobDef,
+    paused: &BTreeMap<String, Time>,
     now: Time,
 ) -> Option<(&'c ScheduleDef, Time)> {
     config
         .schedules_of(&job.name)
-        .filter(|s| s.enabled)
+        .filter(|s| s.enabled && !paused.contains_key(&s.name))
         .filter_map(|s| s.cron.next_after(s.timezone, now).map(|t| (s, t)))
         .min_by_key(|(_, t)| *t)
 }
@@ -24,7 +28,9 @@ fn next_fire<'c>(
 pub fn run(ctx: &Ctx) -> CliResult {
     let config = ctx.config()?;
     let (data, mut store) = ctx.store()?;
-    let last = store.read(|tx| tx.last_finished_per_job())?;
+    let (last, paused) = store.read(|tx| {
+        Ok::<_, crate::store::StoreError>((tx.last_finished_per_job()?, tx.paused_schedules()?))
+    })?;
     super::drift::warn(ctx, &data, &mut store);
     let now = chrono::Utc::now();
     if ctx.json {
@@ -41,7 +47,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
                     "concurrency": j.concurrency,
                     "schedules": config.schedules_of(&j.name).map(|s| s.name.as_str()).collect::<Vec<_>>(),
                     "last_run": l.map(|(s, t)| json!({"state": s, "finished_at": rfc3339(*t)})),
-                    "next_fire": next_fire(&config, j, now).map(|(s, t)| in_zone(s, t)),
+                    "next_fire": next_fire(&config, j, &paused, now).map(|(s, t)| in_zone(s, t)),
                 })
             })
             .collect();
@@ -68,9 +74,15 @@ pub fn run(ctx: &Ctx) -> CliResult {
             .get(&j.name)
             .map(|(s, t)| format!("{s} {}", human(*t)))
             .unwrap_or_else(|| "-".into());
-        let schedules: Vec<&str> = config
+        let schedules: Vec<String> = config
             .schedules_of(&j.name)
-            .map(|s| s.name.as_str())
+            .map(|s| {
+                if paused.contains_key(&s.name) {
+                    format!("{} (paused)", s.name)
+                } else {
+                    s.name.clone()
+                }
+            })
             .collect();
         t.add_row(vec![
             j.name.clone(),
@@ -82,7 +94,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
                 schedules.join(", ")
             },
             last_run,
-            next_fire(&config, j, now)
+            next_fire(&config, j, &paused, now)
                 .map(|(_, t)| human(t))
                 .unwrap_or_else(|| "-".into()),
         ]);

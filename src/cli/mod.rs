@@ -120,6 +120,26 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         from: Option<String>,
     },
+    /// Pause a schedule: it fires nothing (and catches nothing up when resumed), across restarts
+    /// and reloads, until `schedules:resume`.
+    #[command(name = "schedules:pause")]
+    SchedulesPause {
+        /// The schedule's name (see `worker schedules`).
+        name: String,
+    },
+    /// Resume a paused schedule from now.
+    #[command(name = "schedules:resume")]
+    SchedulesResume {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Enqueue a run of a schedule's job now (trigger `manual`, with the schedule's `env`);
+    /// prints its id.
+    #[command(name = "schedules:trigger")]
+    SchedulesTrigger {
+        /// The schedule's name.
+        name: String,
+    },
     /// Recorded fires, newest first: enqueued, or missed with the reason.
     Fires {
         /// Only this schedule.
@@ -464,6 +484,9 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::List => list::run(ctx),
         Command::Schedules { next, from } => schedules::schedules(ctx, next, from),
         Command::Fires { schedule, limit } => schedules::fires(ctx, schedule, limit),
+        Command::SchedulesPause { name } => schedules::pause(ctx, &name, true),
+        Command::SchedulesResume { name } => schedules::pause(ctx, &name, false),
+        Command::SchedulesTrigger { name } => schedules::trigger(ctx, &name),
         Command::Validate => validate::run(ctx),
         Command::History { job, limit } => history::history(ctx, job, limit),
         Command::Show { run_id } => history::show(ctx, run_id),

@@ -7,7 +7,7 @@ use super::output::{human, print_json, print_table, table};
 use super::{CliError, CliResult, Ctx};
 use crate::config::ScheduleDef;
 use crate::model::Time;
-use crate::store::{FireRecord, StoreError};
+use crate::store::StoreError;
 
 /// A fire time with the schedule's own UTC offset (`2026-03-08T03:00:00-04:00`), for JSON.
 pub fn in_zone(s: &ScheduleDef, t: Time) -> String {
@@ -29,18 +29,19 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
     };
     let (data, mut store) = ctx.store()?;
     super::drift::warn(ctx, &data, &mut store);
-    let last: Vec<Option<FireRecord>> = store.read(|tx| {
-        config
+    let (last, paused) = store.read(|tx| {
+        let last = config
             .schedules
             .iter()
             .map(|s| tx.last_fire(&s.name))
-            .collect::<Result<Vec<_>, StoreError>>()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok::<_, StoreError>((last, tx.paused_schedules()?))
     })?;
     let nexts: Vec<Vec<Time>> = config
         .schedules
         .iter()
         .map(|s| {
-            if s.enabled {
+            if s.enabled && !paused.contains_key(&s.name) {
                 s.cron.next_n(s.timezone, from, next)
             } else {
                 Vec::new()
@@ -62,6 +63,8 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
                     "catch_up": s.catch_up.as_str(),
                     "overlap": s.overlap.as_str(),
                     "enabled": s.enabled,
+                    "paused": paused.contains_key(&s.name),
+                    "paused_at": paused.get(&s.name).map(|t| super::output::rfc3339(*t)),
                     "deadline": s.deadline.map(crate::units::format_duration_spec),
                     "last_fire": l.as_ref().map(|f| in_zone(s, f.fire_at)),
                     "last_fire_outcome": l.as_ref().map(|f| f.outcome.clone()),
@@ -99,7 +102,7 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
                 None => format!("{} ({})", fire_time(s, f.fire_at), f.outcome),
             },
         };
-        let next = if s.enabled {
+        let next = if s.enabled && !paused.contains_key(&s.name) {
             n.iter()
                 .map(|t| fire_time(s, *t))
                 .collect::<Vec<_>>()
@@ -114,7 +117,11 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
             s.timezone.name().to_string(),
             s.catch_up.as_str().into(),
             s.overlap.as_str().into(),
-            if s.enabled { "yes".into() } else { "no".into() },
+            match (s.enabled, paused.get(&s.name)) {
+                (false, _) => "no".into(),
+                (true, Some(at)) => format!("paused since {}", human(*at)),
+                (true, None) => "yes".into(),
+            },
             last,
             next,
         ]);
@@ -168,5 +175,77 @@ pub fn fires(ctx: &Ctx, schedule: Option<String>, limit: u32) -> CliResult {
         ]);
     }
     print_table(&t);
+    Ok(())
+}
+
+/// The schedule `name` of `config`, or a usage error naming the known ones.
+fn known<'c>(
+    ctx: &Ctx,
+    config: &'c crate::config::Config,
+    name: &str,
+) -> CliResult<&'c ScheduleDef> {
+    if let Some(s) = config.schedules.iter().find(|s| s.name == name) {
+        return Ok(s);
+    }
+    let names: Vec<&str> = config.schedules.iter().map(|s| s.name.as_str()).collect();
+    let hint = crate::config::yaml::closest(name, &names)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    Err(CliError::Usage(format!(
+        "unknown schedule `{name}`: {} defines no such schedule{hint}",
+        crate::config::display_path(&ctx.config_dir, "scheduler.yaml")
+    )))
+}
+
+/// `schedules:pause` and `schedules:resume`.
+pub fn pause(ctx: &Ctx, name: &str, pause: bool) -> CliResult {
+    let config = ctx.config()?;
+    known(ctx, &config, name)?;
+    let (data, mut store) = ctx.store()?;
+    let now = chrono::Utc::now();
+    let changed = store.write(|tx| {
+        if pause {
+            crate::schedule::fire::pause(tx, name, now)
+        } else {
+            crate::schedule::fire::resume(tx, name, now)
+        }
+    })?;
+    crate::wake::notify(&data);
+    let said = match (pause, changed) {
+        (true, true) => format!(
+            "schedule {name} paused: it fires nothing until `worker schedules:resume {name}`"
+        ),
+        (true, false) => format!("schedule {name} was already paused"),
+        (false, true) => format!(
+            "schedule {name} resumed: it fires from now on (the paused time is not caught up)"
+        ),
+        (false, false) => format!("schedule {name} was not paused"),
+    };
+    if ctx.json {
+        print_json(&json!({"schedule": name, "paused": pause, "changed": changed}));
+    } else {
+        println!("{said}");
+    }
+    Ok(())
+}
+
+/// `schedules:trigger`.
+pub fn trigger(ctx: &Ctx, name: &str) -> CliResult {
+    let config = ctx.config()?;
+    let sched = known(ctx, &config, name)?;
+    let (data, mut store) = ctx.store()?;
+    let now = chrono::Utc::now();
+    let id = store
+        .write(|tx| crate::schedule::fire::trigger(tx, &config, sched, now))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    crate::wake::notify(&data);
+    if ctx.json {
+        let run = store.read(|tx| tx.run(id))?;
+        print_json(&Value::Array(
+            run.iter().map(super::output::run_json).collect(),
+        ));
+    } else {
+        println!("{id}");
+    }
     Ok(())
 }

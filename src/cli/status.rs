@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
     let (data, mut store) = ctx.store()?;
     let view = DaemonView::read(&data, &mut store)?;
     let daemon = view.info.clone();
-    let (counts, heartbeat, dead, failures, owners) = store.read(|tx| {
+    let (counts, heartbeat, dead, failures, owners, paused) = store.read(|tx| {
         Ok::<_, StoreError>((
             tx.state_counts()?,
             tx.meta("heartbeat")?,
@@ -33,6 +33,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
             })?,
             tx.alerts(5, Some("failed"))?,
             tx.running()?,
+            tx.paused_schedules()?,
         ))
     })?;
     let now = chrono::Utc::now();
@@ -103,7 +104,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
     let mut next: Vec<(String, String, chrono::DateTime<chrono::Utc>, String)> = config
         .iter()
         .flat_map(|c| c.schedules.iter())
-        .filter(|s| s.enabled)
+        .filter(|s| s.enabled && !paused.contains_key(&s.name))
         .filter_map(|s| {
             s.cron
                 .next_after(s.timezone, now)

@@ -157,6 +157,8 @@ struct Engine {
     next_deadline: Option<Time>,
     /// How often housekeeping runs.
     housekeeping: Duration,
+    /// Schedule pauses and resumes seen so far (`schedule::fire::changes`).
+    schedule_changes: u64,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -207,6 +209,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         next_due_runs: None,
         next_deadline: None,
         housekeeping: opts.housekeeping,
+        schedule_changes: 0,
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         _lease: lease,
     };
@@ -436,6 +439,23 @@ impl Engine {
         // Another process wrote to the store (a wake-up), or we have not looked for a while:
         // look at everything. Otherwise only at what our own state says may have changed.
         let external = std::mem::take(&mut self.external);
+        if external {
+            // A schedule paused or resumed elsewhere: look at the schedules again.
+            let synced = self
+                .store
+                .read(crate::schedule::fire::changes)
+                .and_then(|changes| {
+                    if changes != self.schedule_changes {
+                        self.sync_schedules()?;
+                        self.schedule_changes = changes;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = synced {
+                self.external = true;
+                return Err(e);
+            }
+        }
         let check_cancels = external && (!self.running.is_empty() || !self.flows.is_empty());
         let check_signals = external && !self.flows.is_empty();
         let promote = external || self.next_due_runs.is_some_and(|t| t <= now);

@@ -44,6 +44,57 @@ pub struct Fired {
     pub fate: Fate,
 }
 
+/// Meta key: bumped whenever a schedule is paused or resumed, so the daemon knows to look again.
+const SCHEDULES_CHANGED: &str = "schedules_changed";
+
+/// How many times schedules were paused or resumed (the daemon compares it after a wake-up).
+pub fn changes(tx: &Tx<'_>) -> Result<u64, StoreError> {
+    Ok(tx
+        .meta(SCHEDULES_CHANGED)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn changed(tx: &Tx<'_>) -> Result<(), StoreError> {
+    let n = changes(tx)? + 1;
+    tx.set_meta(SCHEDULES_CHANGED, &n.to_string())
+}
+
+/// Pauses a schedule (kept across restarts and reloads): it fires nothing until resumed. Returns
+/// false if it was already paused.
+pub fn pause(tx: &Tx<'_>, name: &str, now: Time) -> Result<bool, StoreError> {
+    if !tx.pause_schedule(name, now)? {
+        return Ok(false);
+    }
+    tx.set_schedule_cursor(name, now, false)?;
+    changed(tx)?;
+    Ok(true)
+}
+
+/// Resumes a paused schedule from `now`: the fires it would have had while paused are not caught
+/// up. Returns false if it was not paused.
+pub fn resume(tx: &Tx<'_>, name: &str, now: Time) -> Result<bool, StoreError> {
+    if !tx.resume_schedule(name)? {
+        return Ok(false);
+    }
+    tx.set_schedule_cursor(name, now, true)?;
+    changed(tx)?;
+    Ok(true)
+}
+
+/// Enqueues a run of a schedule's job now, as a person asked (trigger `manual`), with the
+/// schedule's `env`. Not a fire: nothing is recorded in `fires`, and `overlap` does not apply.
+pub fn trigger(
+    tx: &Tx<'_>,
+    config: &Config,
+    sched: &ScheduleDef,
+    now: Time,
+) -> Result<RunId, EnqueueError> {
+    let mut req = Request::new(sched.job.clone(), Trigger::Manual);
+    req.env = sched.env.clone();
+    Ok(enqueue(tx, config, &req, now)?.id)
+}
+
 /// Pure: what a catch-up policy makes of the fires missed while the daemon was not running.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CatchUpPlan {
@@ -119,11 +170,14 @@ pub fn overlap_decision(
 /// cursor at `now`, so enabling it later does not catch up the disabled time; a removed one is
 /// forgotten.
 pub fn sync_cursors(tx: &Tx<'_>, config: &Config, now: Time) -> Result<(), StoreError> {
+    let paused = tx.paused_schedules()?;
     for s in &config.schedules {
+        // Paused by a person counts as disabled: resuming catches nothing up.
+        let enabled = s.enabled && !paused.contains_key(&s.name);
         match tx.schedule_cursor(&s.name)? {
-            None => tx.set_schedule_cursor(&s.name, now, s.enabled)?,
-            Some((_, was_enabled)) if !s.enabled || !was_enabled => {
-                tx.set_schedule_cursor(&s.name, now, s.enabled)?
+            None => tx.set_schedule_cursor(&s.name, now, enabled)?,
+            Some((_, was_enabled)) if !enabled || !was_enabled => {
+                tx.set_schedule_cursor(&s.name, now, enabled)?
             }
             Some(_) => {}
         }
@@ -136,7 +190,7 @@ pub fn sync_cursors(tx: &Tx<'_>, config: &Config, now: Time) -> Result<(), Store
 /// When `sched` fires next (the instant to wake for): the first fire after its cursor, which is
 /// in the past when fires are waiting to be caught up.
 pub fn next_due(tx: &Tx<'_>, sched: &ScheduleDef, now: Time) -> Result<Option<Time>, StoreError> {
-    if !sched.enabled {
+    if !sched.enabled || tx.schedule_paused(&sched.name)?.is_some() {
         return Ok(None);
     }
     let cursor = tx
@@ -156,7 +210,7 @@ pub fn pass(
     live_since: Time,
 ) -> Result<Vec<Fired>, StoreError> {
     let mut out = Vec::new();
-    if !sched.enabled {
+    if !sched.enabled || tx.schedule_paused(&sched.name)?.is_some() {
         return Ok(out);
     }
     let Some((cursor, _)) = tx.schedule_cursor(&sched.name)? else {

@@ -178,4 +178,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE alerts ADD COLUMN dedupe TEXT;
     CREATE UNIQUE INDEX alerts_dedupe ON alerts(dedupe) WHERE dedupe IS NOT NULL;
     "#,
+    // 7: schedules paused by a person (`worker schedules:pause`, the API): kept across restarts
+    // and reloads, unlike a schedule's `enabled`, which belongs to the configuration.
+    r#"
+    CREATE TABLE schedule_pauses (
+        name      TEXT    PRIMARY KEY,
+        paused_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];

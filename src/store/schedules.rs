@@ -136,6 +136,50 @@ impl Tx<'_> {
         .collect()
     }
 
+    /// Pauses a schedule; returns false if it was already paused.
+    pub fn pause_schedule(&self, name: &str, now: Time) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO schedule_pauses (name, paused_at) VALUES (?1, ?2)",
+            )?
+            .execute(params![name, ms(now)])?
+            == 1)
+    }
+
+    /// Resumes a paused schedule; returns false if it was not paused.
+    pub fn resume_schedule(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("DELETE FROM schedule_pauses WHERE name = ?1")?
+            .execute([name])?
+            == 1)
+    }
+
+    /// When a schedule was paused, if it is.
+    pub fn schedule_paused(&self, name: &str) -> Result<Option<Time>> {
+        self.tx
+            .prepare_cached("SELECT paused_at FROM schedule_pauses WHERE name = ?1")?
+            .query_row([name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(time)
+            .transpose()
+    }
+
+    /// Every paused schedule and when it was paused.
+    pub fn paused_schedules(&self) -> Result<std::collections::BTreeMap<String, Time>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT name, paused_at FROM schedule_pauses")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (name, at) = row?;
+            out.insert(name, time(at)?);
+        }
+        Ok(out)
+    }
+
     /// Deletes fire records older than `before` (history pruning).
     pub fn purge_fires(&self, before: Time) -> Result<usize> {
         Ok(self

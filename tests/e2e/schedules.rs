@@ -269,3 +269,59 @@ fn schedules_preview_dst_fire_times_with_their_offsets() {
     assert_eq!(list[0]["schedules"], serde_json::json!(["gap", "twice"]));
     assert!(list[0]["next_fire"].is_string());
 }
+
+/// A paused schedule fires nothing, stays paused across a restart and a reload, catches nothing
+/// up when resumed; `schedules:trigger` runs its job now.
+#[test]
+fn pause_resume_and_trigger_a_schedule() {
+    let e = Env::new();
+    e.job("tick", "run: 'true'\n");
+    e.file(
+        "scheduler.yaml",
+        "schedules:\n  - job: tick\n    name: every-second\n    cron: \"@every 1s\"\n    catch_up: all\n",
+    );
+    let fires = |e: &Env| {
+        e.json(&["fires", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let d = e.daemon();
+    wait_for("a first fire", || (fires(&e) > 0).then_some(()));
+    let out = e.ok(&["schedules:pause", "every-second"]);
+    assert!(out.contains("paused"), "{out}");
+    let paused_at = chrono::Utc::now();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = fires(&e);
+    let listed = e.json(&["schedules"]);
+    assert_eq!(listed[0]["paused"], true, "{listed}");
+    assert_eq!(listed[0]["next"], serde_json::json!([]));
+    assert!(e.ok(&["schedules"]).contains("paused since"));
+    assert!(e.ok(&["list"]).contains("every-second (paused)"));
+    // Across a restart and a reload.
+    drop(d);
+    let _d = e.daemon();
+    e.ok(&["reload"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(fires(&e), before, "a paused schedule fires nothing");
+    e.ok(&["schedules:resume", "every-second"]);
+    let resumed_at = chrono::Utc::now();
+    wait_for("fires again", || (fires(&e) > before).then_some(()));
+    // Nothing from the paused time was caught up (catch_up: all notwithstanding).
+    for f in e.json(&["fires", "--limit", "1000"]).as_array().unwrap() {
+        let at = chrono::DateTime::parse_from_rfc3339(f["fire_at"].as_str().unwrap()).unwrap();
+        assert!(
+            at < paused_at + chrono::Duration::seconds(1)
+                || at > resumed_at - chrono::Duration::seconds(1),
+            "fire during the pause: {f}"
+        );
+    }
+    let id: i64 = e
+        .ok(&["schedules:trigger", "every-second"])
+        .trim()
+        .parse()
+        .unwrap();
+    let r = e.wait_state(id, &["succeeded"]);
+    assert_eq!(r["trigger"], "manual");
+    assert_eq!(e.run(&["schedules:pause", "nope"]).status.code(), Some(2));
+}
