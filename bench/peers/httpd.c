@@ -3,18 +3,21 @@
  *   httpd [PORT [LOG]]  listen on 127.0.0.1:PORT (0, the default: a free port), print the port on
  *                       one line of stdout once listening, then serve until SIGTERM/SIGINT.
  *
- * With LOG, every /ping request is also timed (CLOCK_REALTIME ns): when its bytes were seen
- * (right as epoll reported the socket readable, before reading it) and when its response had
- * been written to the socket. At exit one line per request goes to LOG: "KEY T_IN T_OUT", KEY
- * being the request's Idempotency-Key header ("-" when it has none). W9 pairs them up: the gap
- * between one step's response and the next step's request is what the engine adds between them.
+ * With LOG, every /ping request is also timed (CLOCK_REALTIME ns): T_IN, when epoll reported its
+ * socket readable (before reading it), and T_OUT, when its response was ready, just before the
+ * write() (so the client cannot have it earlier, even if this thread is preempted right after).
+ * At exit one line per request goes to LOG: "KEY T_IN T_OUT", KEY being the request's
+ * Idempotency-Key header ("-" when it has none). W9 pairs them up: T_IN of a step's request minus
+ * T_OUT of the previous step's response is what the engine adds between the two steps. Both
+ * reads err on the side of a longer gap: it includes the write() syscall and any time this
+ * thread took to reach the next request's event.
  *
  * One thread, epoll, non-blocking sockets, keep-alive (HTTP/1.1 default; "Connection: close" or
  * HTTP/1.0 without keep-alive closes after the response), pipelined requests answered in order.
  * Any request whose path starts with /ping gets "200 OK" and the body "pong"; GET /count answers
  * the number of /ping requests served so far (so a driver can check that N jobs made N requests);
  * anything else is a 404. A request body (Content-Length) is read and ignored; chunked bodies are
- * not supported (none of the clients sends one). No logging, no allocation per request.
+ * not supported (none of the clients sends one). Without LOG, nothing is recorded per request.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -246,12 +249,12 @@ int main(int argc, char **argv) {
                 c->close_after = 1;
                 respond(c, 400, "bad request");
             }
+            long long t_out = logging && nentries > before ? now_ns() : 0;
             int w = flush(fd, c);
             if (logging && nentries > before) {
                 /* This round's requests; a response that could not be written at once (never
                  * seen with responses this small) is logged with T_OUT 0, i.e. unknown. */
-                long long t = w == 1 ? now_ns() : 0;
-                for (size_t k = before; k < nentries; k++) entries[k].t_out = t;
+                for (size_t k = before; k < nentries; k++) entries[k].t_out = w == 1 ? t_out : 0;
             }
             if (w < 0 || (w == 1 && (c->close_after || eof))) { drop(ep, fd); continue; }
             if (c->len == BUF && w == 1) { drop(ep, fd); continue; } /* a header over 16 KiB */
