@@ -171,8 +171,9 @@ def main(raw, out):
         lines += ["## W9 — per-step overhead: a 10-step chain, 1,000 runs", "",
                   "Time from a step's end to its dependent's start, for each run and each of the 9 steps after the "
                   "first, measured outside worker (see `bench/README.md`): `http` steps as seen by the server they "
-                  "call (its response to step k written → step k+1's request arriving), process steps by `stamp` "
-                  "(step k's first instruction → step k+1's).", "",
+                  "call (its response to step k ready to write → step k+1's request arriving), process steps by "
+                  "`stamp` (step k's first instruction → step k+1's). Nanosecond clocks; the 9,000 gaps of each "
+                  "round make one distribution, and the figures are medians of the rounds' percentiles.", "",
                   "| chain | p50 | p90 | p99 | p99.9 | max | steps/s | daemon CPU per step |", "|---|---|---|---|---|---|---|---|"]
         labels = {"http": "`http` steps, one run at a time", "process": "`command` steps (`stamp`), one run at a time",
                   "http, 32 runs at once": "`http` steps, 32 runs at once"}
