@@ -6,9 +6,14 @@
 Medians over rounds with min-max, ratios against the bare spawn limit and each peer measured in
 the same run, and the targets of the benchmark issue, each marked met or not. A PNG of the latency
 distributions is drawn when matplotlib is available (bench/peers/.venv has it after setup).
+
+A run of some workloads only (`bench/run --only W8,W9`) keeps the other workloads' sections of the
+RESULTS.md it replaces, and their rows of its targets table, each marked with the date and commit
+of the run that measured it: RESULTS.md always shows the latest figure of every workload.
 """
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -142,18 +147,154 @@ def main(raw, out):
         lines += ["## W7 — start-up: exec → READY=1, 1,000 job files, 1,000,000 stored runs", "", f"{t}.", ""]
         targets.append(("W7 ≤ 300 ms", fmt(v, " ms"), v <= 300))
 
+    if "W8" in res:
+        r = w("W8")
+        lines += ["## W8 — drain: 10,000 workflow runs of one `http` step (GET to a local server), concurrency 32", "",
+                  "| system | runs/s | worker vs it |", "|---|---|---|"]
+        wk = cell(r["worker"], "runs_per_s")[1]
+        for s, rs in r.items():
+            text, v = cell(rs, "runs_per_s")
+            pool = rs[0].get("pool") if rs else None
+            label = f"{s} ({pool} pool)" if pool else s
+            lines.append(f"| {label} | {text} | {'-' if s == 'worker' else ratio(wk, v)} |")
+        cpu = cell(r["worker"], "daemon_cpu_ms_per_run", " ms")[0]
+        lines += ["", f"Every system GETs the same kind of server (`bench/peers/.build/httpd`, a fresh one per measurement) "
+                  f"and must have made exactly N requests. worker is timed from exec of `worker daemon` (start-up "
+                  f"included), the peers from a warm start. worker's daemon CPU (user + system): {cpu} per run.", ""]
+        peers = {s: cell(rs, "runs_per_s")[1] for s, rs in r.items() if s != "worker"}
+        peers = {s: v for s, v in peers.items() if v}
+        if peers:
+            best = max(peers, key=peers.get)
+            targets.append((f"W8 ≥ 3 × the best peer ({best})", f"{wk / peers[best]:.2f}×", wk / peers[best] >= 3))
+    if "W9" in res:
+        r = w("W9")
+        lines += ["## W9 — per-step overhead: a 10-step chain, 1,000 runs", "",
+                  "Time from a step's end to its dependent's start, for each run and each of the 9 steps after the "
+                  "first, measured outside worker (see `bench/README.md`): `http` steps as seen by the server they "
+                  "call (its response to step k ready to write → step k+1's request arriving), process steps by "
+                  "`stamp` (step k's first instruction → step k+1's). Nanosecond clocks; the 9,000 gaps of each "
+                  "round make one distribution, and the figures are medians of the rounds' percentiles.", "",
+                  "| chain | p50 | p90 | p99 | p99.9 | max | steps/s | daemon CPU per step |", "|---|---|---|---|---|---|---|---|"]
+        labels = {"http": "`http` steps, one run at a time", "process": "`command` steps (`stamp`), one run at a time",
+                  "http, 32 runs at once": "`http` steps, 32 runs at once"}
+        for s, rs in r.items():
+            lines.append(f"| {labels.get(s, s)} | {cell(rs, 'p50_ms', ' ms')[0]} | {cell(rs, 'p90_ms', ' ms')[0]} | "
+                         f"{cell(rs, 'p99_ms', ' ms')[0]} | {cell(rs, 'p999_ms', ' ms')[0]} | {cell(rs, 'max_ms', ' ms')[0]} | "
+                         f"{cell(rs, 'steps_per_s')[0]} | {cell(rs, 'daemon_cpu_ms_per_step', ' ms')[0]} |")
+        stored = max((x.get("stored_gap_max_ms") or 0) for rs in r.values() for x in rs)
+        lines += ["", f"The process chain's figure also holds the spawn of the next step and the previous process's "
+                  f"exit. With 32 runs at once the CPU is saturated and the gap is mostly waiting: about the runs "
+                  f"in flight / steps/s. The run objects cannot show this overhead: a step's stored `finished_at` "
+                  f"and its dependent's `started_at` are the same engine instant (the largest difference over all "
+                  f"runs: {fmt(float(stored), ' ms')}).", ""]
+        v = cell(r.get("http", []), "p99_ms")[1]
+        if v is not None:
+            targets.append(("W9 p99 ≤ 2 ms (`http` chain, one run at a time)", fmt(v, " ms"), v <= 2))
+        v = cell(r.get("process", []), "p99_ms")[1]
+        if v is not None:
+            targets.append(("W9 p99 ≤ 2 ms, same with process steps (not the target's subject)", fmt(v, " ms"), v <= 2))
+
+    kept = previous(Path(out), res)
+    if kept:
+        # Sections of workloads not run this time, from the RESULTS.md being replaced, in order.
+        ran = {int(k[1:]): k for k in res}
+        body, sections = lines[10:], {}
+        cur = None
+        for line in body:
+            m = re.match(r"## W(\d+) ", line)
+            if m:
+                cur = int(m.group(1))
+            sections.setdefault(cur, []).append(line)
+        for n, text in kept["sections"].items():
+            sections[n] = text
+        lines = lines[:10] + [x for n in sorted(k for k in sections if k is not None) for x in sections[n]]
+        lines[8] = lines[8] + f"; workloads measured in this run: {', '.join(ran[k] for k in sorted(ran))}"
+        lines.insert(9, "- the other workloads' sections and targets are kept from earlier runs, as marked")
+        targets = sorted(kept["targets"] + [(n, g, "yes" if ok else "**no**") for n, g, ok in targets],
+                         key=lambda t: int(re.match(r"W(\d+)", t[0]).group(1)))
+    else:
+        targets = [(n, g, "yes" if ok else "**no**") for n, g, ok in targets]
+
     lines[len(lines):] = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, got, ok in targets:
-        lines.append(f"| {name} | {got} | {'yes' if ok else '**no**'} |")
+        lines.append(f"| {name} | {got} | {ok} |")
     lines.append("")
 
     png = plot(res, Path(out).with_name("latency.png"))
-    if png:
-        lines += ["## Distributions", "", f"![pickup latency and fire lag]({png.name})", ""]
+    if png or (kept and kept["plot"] and Path(out).with_name("latency.png").exists()):
+        lines += ["## Distributions", "", "![pickup latency and fire lag](latency.png)", ""]
+    steps_png = plot_steps(res, Path(out).with_name("steps.png"))
+    if steps_png:
+        lines += ["![W9 per-step overhead](steps.png)", ""]
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     Path(out).write_text("\n".join(lines))
+
+
+def previous(path, res):
+    """From the RESULTS.md at `path` (if any): the sections and target rows of workloads not in
+    `res`, each section marked with the run it came from. None when there is nothing to keep."""
+    if not path.exists():
+        return None
+    text = path.read_text()
+    m = re.search(r"^- date: (.+?); worker commit `([0-9a-f]+)`", text, re.M)
+    origin = f"*(kept from the run of {m.group(1)}, worker commit `{m.group(2)}`)*" if m else "*(kept from an earlier run)*"
+    sections, cur, targets, in_targets = {}, None, [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            in_targets = line.startswith("## Targets")
+            mm = re.match(r"## W(\d+) ", line)
+            cur = int(mm.group(1)) if mm and f"W{mm.group(1)}" not in res else None
+            if cur is not None:
+                sections[cur] = [line, ""]
+                continue
+        if cur is not None:
+            if not (line == "" and len(sections[cur]) == 2):
+                sections[cur].append(line)
+        elif in_targets and line.startswith("| W"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            mm = re.match(r"W(\d+)", cells[0])
+            if mm and f"W{mm.group(1)}" not in res and len(cells) == 3:
+                targets.append((cells[0], cells[1], cells[2]))
+    if not sections:
+        return None
+    for n, sec in sections.items():
+        if not any(x.startswith("*(kept from ") for x in sec):
+            sec[2:2] = [origin, ""]
+        while sec and sec[-1] == "":
+            sec.pop()
+        sec.append("")
+    return {"sections": sections, "targets": targets, "plot": any(n in sections for n in (3, 4))}
+
+
+def plot_steps(res, path):
+    """W9's per-step overhead distributions, when matplotlib is at hand."""
+    venv_python = HERE / "peers" / ".venv" / "bin" / "python"
+    series = {s: [x for r in rs for x in r.get("samples_ms", [])] for s, rs in res.get("W9", {}).items()}
+    series = {s: xs for s, xs in series.items() if xs}
+    if not series or not venv_python.exists():
+        return None
+    script = """
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+series, path = json.load(open(sys.argv[1])), sys.argv[2]
+fig, ax = plt.subplots(figsize=(8, 4.5))
+for name, xs in series.items():
+    xs = sorted(xs)
+    ax.plot(xs, [i / len(xs) for i in range(1, len(xs) + 1)], label=name)
+ax.axvline(2, color="grey", linestyle=":", label="target p99 2 ms")
+ax.set_xscale("log"); ax.set_title("W9 per-step overhead: step end -> next step's start (ms, log)")
+ax.set_ylabel("fraction of gaps <= x"); ax.grid(alpha=.3); ax.legend()
+fig.tight_layout(); fig.savefig(path, dpi=110)
+"""
+    data = Path(path).with_suffix(".json")
+    data.write_text(json.dumps(series))
+    r = subprocess.run([str(venv_python), "-c", script, str(data), str(path)], capture_output=True, text=True)
+    data.unlink(missing_ok=True)
+    return Path(path) if r.returncode == 0 else None
 
 
 def plot(res, path):

@@ -4,7 +4,9 @@
 //   node bullmq_peer.js client                           enqueues on request, one JSON line each
 //
 // Redis at 127.0.0.1:$REDIS_PORT through ioredis (BullMQ's default driver), queue "bench". The
-// processor spawns the job's argv (stdio ignored) and resolves when it exits 0. Jobs are added
+// processor runs a job by its name: 'run' spawns the job's argv (stdio ignored) and resolves when
+// it exits 0 (w1, w3); 'get' makes one HTTP GET of the job's url with a keep-alive agent and
+// resolves on status 200, reading the body (w8). Jobs are added
 // with removeOnComplete: 1000 / removeOnFail: 5000, the auto-removal BullMQ's production guide
 // recommends (by default every finished job would be kept in Redis forever).
 //
@@ -15,10 +17,12 @@
 //
 // client requests (JSON lines on stdin):
 //   {"cmd": "enqueue", "n": N, "argv": [...]}  -> {"seconds": time to add N jobs one by one}
+//   {"cmd": "enqueue", "n": N, "url": URL}     -> the same with N 'get' jobs
 //   {"cmd": "add", "argv": [...]}              -> {"t0_mono": CLOCK_MONOTONIC ns just before add}
 'use strict';
 const { Queue, Worker } = require('bullmq');
 const { spawn } = require('child_process');
+const http = require('http');
 const readline = require('readline');
 
 const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT) };
@@ -34,13 +38,33 @@ function runArgv(argv) {
   });
 }
 
+// Node's default agent keeps connections alive (since Node 19); stated here for clarity. No
+// socket cap, so each of the C concurrent jobs holds one connection, reused job after job.
+const agent = new http.Agent({ keepAlive: true });
+
+function httpGet(url) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent }, (res) => {
+      res.resume(); // read (and discard) the body
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve() : reject(new Error(`GET ${url}: HTTP ${res.statusCode}`)));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
+const processor = async (job) => {
+  if (job.name === 'get') await httpGet(job.data.url);
+  else await runArgv(job.data.argv);
+};
+
 const say = (obj) => process.stdout.write((typeof obj === 'string' ? obj : JSON.stringify(obj)) + '\n');
 const lines = () => readline.createInterface({ input: process.stdin, terminal: false });
 const mono = () => process.hrtime.bigint().toString(); // CLOCK_MONOTONIC on Linux (libuv)
 
 async function worker(concurrency, gate, expect) {
-  const worker = new Worker(QUEUE, async (job) => { await runArgv(job.data.argv); },
-    { connection, concurrency, autorun: false });
+  const worker = new Worker(QUEUE, processor, { connection, concurrency, autorun: false });
   worker.on('error', (err) => console.error('[bullmq worker]', err));
   const stop = async () => { await worker.close(); process.exit(0); };
   process.on('SIGTERM', stop);
@@ -72,7 +96,8 @@ async function client() {
     let reply;
     if (req.cmd === 'enqueue') {
       const t = process.hrtime.bigint();
-      for (let i = 0; i < req.n; i++) await queue.add('run', { argv: req.argv });
+      if (req.url) for (let i = 0; i < req.n; i++) await queue.add('get', { url: req.url });
+      else for (let i = 0; i < req.n; i++) await queue.add('run', { argv: req.argv });
       reply = { seconds: Number(process.hrtime.bigint() - t) / 1e9 };
     } else if (req.cmd === 'add') {
       const t0 = mono();

@@ -5,8 +5,9 @@ The app module for `celery -A celery_peer worker ...` (started by drive, cwd = b
     celery_peer.py client    enqueues on request, one JSON line per request
 
 Broker $CELERY_BROKER_URL (Redis db 0), result backend $CELERY_RESULT_BACKEND (Redis db 1, which
-holds nothing but results, so its key count is the number of finished tasks). The task runs its
-argv with subprocess.run. Settings are Celery's defaults except the default queue name and
+holds nothing but results, so its key count is the number of finished tasks). Two tasks: `run`
+runs its argv with subprocess.run (w1, w3); `get` makes one HTTP GET and requires status 200
+(w8; http_get.py). Settings are Celery's defaults except the default queue name and
 broker_connection_retry_on_startup (which only silences a deprecation warning).
 
 When $CELERY_READY_FILE is set, the worker writes CLOCK_REALTIME ns into that file (atomically)
@@ -14,6 +15,7 @@ on the worker_ready signal, which celery sends right after the consumer starts c
 
 client requests (JSON lines on stdin; one JSON line answers each):
     {"cmd": "enqueue", "n": N, "argv": [...]}  -> {"seconds": time to enqueue N tasks one by one}
+    {"cmd": "enqueue", "n": N, "url": URL}     -> the same with N `get` tasks
     {"cmd": "add", "argv": [...]}              -> {"t0_mono": CLOCK_MONOTONIC ns just before the call}
     {"cmd": "wait", "n": N}                    -> waits (polling the result db's DBSIZE every 10 ms)
         until N results exist, then reads them all: {"ok", "failures", "last_done_real": the
@@ -28,6 +30,8 @@ from datetime import datetime, timezone
 
 from celery import Celery, signals
 
+import http_get
+
 app = Celery("celery_peer", broker=os.environ["CELERY_BROKER_URL"],
              backend=os.environ["CELERY_RESULT_BACKEND"])
 app.conf.update(task_default_queue="bench", broker_connection_retry_on_startup=True)
@@ -36,6 +40,11 @@ app.conf.update(task_default_queue="bench", broker_connection_retry_on_startup=T
 @app.task(name="run")
 def run(argv):
     subprocess.run(argv, check=True)
+
+
+@app.task(name="get")
+def get(url):
+    http_get.get(url)
 
 
 @signals.worker_ready.connect
@@ -76,8 +85,12 @@ def client():
         req = json.loads(line)
         if req["cmd"] == "enqueue":
             t = time.monotonic()
-            for _ in range(req["n"]):
-                run.delay(req["argv"])
+            if "url" in req:
+                for _ in range(req["n"]):
+                    get.delay(req["url"])
+            else:
+                for _ in range(req["n"]):
+                    run.delay(req["argv"])
             reply = {"seconds": time.monotonic() - t}
         elif req["cmd"] == "add":
             t0 = time.monotonic_ns()

@@ -3,7 +3,8 @@
     huey_peer.py worker C [--gate] [--expect N]   the consumer: `huey_consumer -w C -k thread -q`
     huey_peer.py client                           enqueues on request, one JSON line per request
 
-Storage is SqliteHuey on the file $HUEY_DB. The task runs its argv with subprocess.run.
+Storage is SqliteHuey on the file $HUEY_DB. Two tasks: `run` runs its argv with subprocess.run
+(w1, w3); `get` makes one HTTP GET and requires status 200 (w8; http_get.py).
 
 worker: builds the consumer exactly as the huey_consumer script does (ConsumerConfig, logger,
 create_consumer) and prints "ready". With --gate it then waits for one line on stdin before
@@ -13,6 +14,7 @@ process) and, at the Nth, prints {"done_mono": CLOCK_MONOTONIC ns, "ok", "errors
 
 client: reads JSON requests from stdin, answers each with one JSON line:
     {"cmd": "enqueue", "n": N, "argv": [...]}  -> {"seconds": time to enqueue N tasks one by one}
+    {"cmd": "enqueue", "n": N, "url": URL}     -> the same with N `get` tasks
     {"cmd": "add", "argv": [...]}              -> {"t0_mono": CLOCK_MONOTONIC ns just before the call}
 """
 import json
@@ -25,12 +27,19 @@ import time
 
 from huey import SqliteHuey, signals
 
+import http_get
+
 huey = SqliteHuey("bench", filename=os.environ["HUEY_DB"])
 
 
 @huey.task()
 def run(argv):
     subprocess.run(argv, check=True)
+
+
+@huey.task()
+def get(url):
+    http_get.get(url)
 
 
 def worker(workers, gate, expect):
@@ -68,8 +77,12 @@ def client():
         req = json.loads(line)
         if req["cmd"] == "enqueue":
             t = time.monotonic()
-            for _ in range(req["n"]):
-                run(req["argv"])
+            if "url" in req:
+                for _ in range(req["n"]):
+                    get(req["url"])
+            else:
+                for _ in range(req["n"]):
+                    run(req["argv"])
             reply = {"seconds": time.monotonic() - t}
         elif req["cmd"] == "add":
             t0 = time.monotonic_ns()
