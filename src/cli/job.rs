@@ -310,7 +310,7 @@ impl Foreground {
         let run = claimed.run.clone();
         let owner = self.lease.id.clone();
         let def: Arc<crate::workflow::model::Workflow> = {
-            let text = self
+            let (_, text) = self
                 .store
                 .read(|tx| tx.definition(run.id))?
                 .ok_or_else(|| CliError::Failed(format!("run {} has no steps pinned", run.id)))?;

@@ -782,7 +782,13 @@ pub fn purge(ctx: &Ctx, dlq: bool, finished_before: Option<String>) -> CliResult
         None => None,
     };
     let (data, mut store) = ctx.store()?;
-    let purged = store.write(|tx| tx.purge(before, dlq))?;
+    let purged = store.write(|tx| {
+        let purged = tx.purge(before, dlq)?;
+        if !purged.is_empty() {
+            tx.purge_definitions()?;
+        }
+        Ok::<_, StoreError>(purged)
+    })?;
     for p in &purged {
         crate::daemon::remove_logs(&data, p);
     }

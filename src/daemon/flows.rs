@@ -64,14 +64,26 @@ pub(super) struct Decided {
     pub new_flow: Option<Flow>,
 }
 
-/// The pinned definition of run `id`.
-pub(super) fn definition(tx: &Tx<'_>, id: RunId) -> Result<Arc<Workflow>> {
-    let text = tx
+/// The pinned definition of run `id`, parsed once per distinct definition (they never change).
+pub(super) fn definition(
+    tx: &Tx<'_>,
+    cache: &mut HashMap<i64, Arc<Workflow>>,
+    id: RunId,
+) -> Result<Arc<Workflow>> {
+    let (def_id, text) = tx
         .definition(id)?
         .ok_or_else(|| StoreError::Corrupt(format!("run {id} has no steps pinned")))?;
-    serde_json::from_str(&text)
+    if let Some(w) = cache.get(&def_id) {
+        return Ok(w.clone());
+    }
+    let w: Arc<Workflow> = serde_json::from_str(&text)
         .map(Arc::new)
-        .map_err(|e| StoreError::Corrupt(format!("run {id}'s pinned steps: {e}")))
+        .map_err(|e| StoreError::Corrupt(format!("run {id}'s pinned steps: {e}")))?;
+    if cache.len() > 1000 {
+        cache.clear();
+    }
+    cache.insert(def_id, w.clone());
+    Ok(w)
 }
 
 /// Decides on a claimed workflow run: begins its attempt (or resumes a suspended one).
@@ -79,11 +91,12 @@ pub(super) fn claimed(
     tx: &Tx<'_>,
     config: &Config,
     c: &crate::queue::Claimed,
+    cache: &mut HashMap<i64, Arc<Workflow>>,
     slots: &mut usize,
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
-    let def = definition(tx, c.run.id)?;
+    let def = definition(tx, cache, c.run.id)?;
     let mut ctx = RunCtx {
         run: &c.run,
         def: &def,

@@ -122,6 +122,8 @@ struct Engine {
     running: HashMap<RunId, Handle>,
     /// The workflow runs it runs.
     flows: HashMap<RunId, flows::Flow>,
+    /// Pinned workflow definitions already parsed, by id (they never change).
+    definitions: HashMap<i64, Arc<crate::workflow::model::Workflow>>,
     /// Runs workflow steps (shared by their tasks).
     step_runner: Arc<crate::workflow::launch::StepRunner>,
     done_tx: mpsc::UnboundedSender<Ended>,
@@ -193,6 +195,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         clock: opts.clock,
         running: HashMap::new(),
         flows: HashMap::new(),
+        definitions: HashMap::new(),
         done_tx,
         done_rx,
         pending: Vec::new(),
@@ -317,7 +320,11 @@ impl Engine {
         let data = self.data.clone();
         let result = self.store.write(|tx| {
             tx.purge_fires(before)?;
-            tx.purge(Some(before), false)
+            let purged = tx.purge(Some(before), false)?;
+            if !purged.is_empty() {
+                tx.purge_definitions()?;
+            }
+            Ok::<_, StoreError>(purged)
         });
         match result {
             Ok(pruned) => {
@@ -478,6 +485,7 @@ impl Engine {
         };
         let live_since = self.live_since;
         let flows_map = &self.flows;
+        let definitions = &mut self.definitions;
         let stopping = self.stopping;
         let halt_of = |f: &flows::Flow| {
             f.halt
@@ -530,7 +538,15 @@ impl Engine {
             let plain = claimed.iter().filter(|c| !c.run.has_steps).count();
             slots = slots.saturating_sub(plain);
             for c in claimed.iter().filter(|c| c.run.has_steps) {
-                decided.push(flows::claimed(tx, &config, c, &mut slots, None, now)?);
+                decided.push(flows::claimed(
+                    tx,
+                    &config,
+                    c,
+                    definitions,
+                    &mut slots,
+                    None,
+                    now,
+                )?);
             }
             // Flows whose suspended step was signalled, or that are due for another look.
             let mut again = revisit.clone();

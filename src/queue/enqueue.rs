@@ -139,6 +139,7 @@ pub fn enqueue(
         req,
         now,
         memo: HashMap::new(),
+        definitions: HashMap::new(),
         created: Vec::new(),
     };
     let priority = req.priority.unwrap_or(job.priority);
@@ -177,10 +178,21 @@ struct Expansion<'t, 'c> {
     now: Time,
     /// Job → the run this expansion depends on for it (found active, or created).
     memo: HashMap<String, RunId>,
+    /// Definition text → its stored id (`queue:add --count` stores one definition, once).
+    definitions: HashMap<String, i64>,
     created: Vec<RunId>,
 }
 
 impl Expansion<'_, '_> {
+    fn definition_id(&mut self, text: &str) -> Result<i64, EnqueueError> {
+        if let Some(&id) = self.definitions.get(text) {
+            return Ok(id);
+        }
+        let id = self.tx.store_definition(text)?;
+        self.definitions.insert(text.to_string(), id);
+        Ok(id)
+    }
+
     fn create(&mut self, job: &JobDef, spec: &RunSpec<'_>) -> Result<RunId, EnqueueError> {
         let mut dep_ids: Vec<RunId> = Vec::new();
         if self.req.expand_deps {
@@ -231,10 +243,14 @@ impl Expansion<'_, '_> {
         };
         let input_text = input.as_ref().map(serde_json::Value::to_string);
         let workflow = job.workflow();
-        let definition = workflow
-            .map(|w| serde_json::to_string(w.as_ref()))
-            .transpose()
-            .map_err(|e| EnqueueError::Store(StoreError::Corrupt(e.to_string())))?;
+        let definition = match workflow {
+            Some(w) => {
+                let text = serde_json::to_string(w.as_ref())
+                    .map_err(|e| EnqueueError::Store(StoreError::Corrupt(e.to_string())))?;
+                Some(self.definition_id(&text)?)
+            }
+            None => None,
+        };
         let max_attempts = if self.req.no_retry {
             1
         } else {
@@ -256,7 +272,7 @@ impl Expansion<'_, '_> {
             retry_of: spec.retry_of,
             error: error.as_deref(),
             finished_at: error.as_ref().map(|_| self.now),
-            definition: definition.as_deref(),
+            definition,
             input: input_text.as_deref(),
             origin: is_target.then_some(self.req.origin).flatten(),
         })?;

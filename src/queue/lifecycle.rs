@@ -83,6 +83,9 @@ pub fn promote_due(tx: &Tx<'_>, config: &Config, now: Time) -> Result<usize> {
 /// configuration was loaded, or removed with runs still queued): they stay queued — an
 /// acknowledged run is never thrown away — and their job names are returned so the caller can
 /// say so. The attempts are started in this transaction.
+///
+/// The cost does not grow with the queue: for each job with queued runs and room under its
+/// limit, the best few of its runs are read from its own ordered index, then merged.
 pub fn claim(
     tx: &Tx<'_>,
     config: &Config,
@@ -90,45 +93,54 @@ pub fn claim(
     now: Time,
     global_limit: usize,
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
-    let mut counts = tx.running_counts()?;
+    let counts = tx.running_counts()?;
     let total: usize = counts.values().map(|&n| n as usize).sum();
-    let mut free = global_limit.saturating_sub(total);
-    let mut claimed = Vec::new();
-    let mut unknown: Vec<String> = Vec::new();
+    let free = global_limit.saturating_sub(total);
+    let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
     if free == 0 {
         return Ok((claimed, unknown));
     }
-    let page_size = (free * 4).clamp(16, 512) as u32;
-    let mut cursor: Option<QueuedCandidate> = None;
-    loop {
-        let page = tx.queued_page(cursor.as_ref(), page_size)?;
-        let exhausted = (page.len() as u32) < page_size;
-        for c in &page {
-            if c.owner.as_deref().is_some_and(|o| o != owner) {
-                continue;
-            }
-            let Some(job) = config.job(&c.job) else {
-                if !unknown.contains(&c.job) {
-                    unknown.push(c.job.clone());
+    let mut candidates: Vec<QueuedCandidate> = Vec::new();
+    for name in tx.queued_jobs()? {
+        let Some(job) = config.job(&name) else {
+            unknown.push(name);
+            continue;
+        };
+        let room = job
+            .concurrency
+            .saturating_sub(counts.get(&name).copied().unwrap_or(0)) as usize;
+        let want = room.min(free);
+        if want == 0 {
+            continue;
+        }
+        // The job's best `want` runs, past those reserved by another lease.
+        let page = (want as u32).clamp(4, 512);
+        let mut after: Option<QueuedCandidate> = None;
+        let mut taken = 0;
+        'job: loop {
+            let rows = tx.queued_of_job(&name, after.as_ref(), page)?;
+            let exhausted = (rows.len() as u32) < page;
+            for c in &rows {
+                if c.owner.as_deref().is_some_and(|o| o != owner) {
+                    continue;
                 }
-                continue;
-            };
-            let n = counts.entry(c.job.clone()).or_insert(0);
-            if *n >= job.concurrency {
-                continue;
+                candidates.push(c.clone());
+                taken += 1;
+                if taken == want {
+                    break 'job;
+                }
             }
-            *n += 1;
-            claimed.push(start(tx, c.id, owner, now, c.resume)?);
-            free -= 1;
-            if free == 0 {
-                return Ok((claimed, unknown));
+            if exhausted {
+                break;
             }
+            after = rows.last().cloned();
         }
-        if exhausted {
-            return Ok((claimed, unknown));
-        }
-        cursor = page.last().cloned();
     }
+    candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));
+    for c in candidates.into_iter().take(free) {
+        claimed.push(start(tx, c.id, owner, now, c.resume)?);
+    }
+    Ok((claimed, unknown))
 }
 
 /// Claims up to `max` of `ids` that are queued, in order, respecting each job's `concurrency` (a

@@ -160,6 +160,34 @@ fn per_job_and_global_concurrency() {
     assert_eq!(w.claim("daemon", 3).len(), 1);
 }
 
+/// Across jobs, the global order holds (priority first); a job at its limit with a long backlog
+/// does not keep another job's runs from starting.
+#[test]
+fn claims_merge_jobs_in_priority_order_past_a_saturated_backlog() {
+    let mut w = world(&[
+        ("busy", "run: x\nconcurrency: 1\n"),
+        ("low", "run: x\nconcurrency: 5\npriority: low\n"),
+        ("high", "run: x\nconcurrency: 2\npriority: high\n"),
+    ]);
+    let first = w.add_job("busy");
+    for _ in 0..300 {
+        w.add_job("busy");
+    }
+    assert_eq!(w.claim("daemon", 10)[0].0, first);
+    let l1 = w.add_job("low");
+    let l2 = w.add_job("low");
+    let h1 = w.add_job("high");
+    let h2 = w.add_job("high");
+    let h3 = w.add_job("high");
+    let got: Vec<RunId> = w.claim("daemon", 5).into_iter().map(|c| c.0).collect();
+    assert_eq!(
+        got,
+        vec![h1, h2, l1, l2],
+        "high (limit 2) first, then low; busy is full"
+    );
+    let _ = h3;
+}
+
 #[test]
 fn runs_of_jobs_the_claimer_does_not_know_stay_queued() {
     let mut w = world(&[("a", PLAIN), ("b", PLAIN)]);

@@ -130,10 +130,17 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX runs_active;
     CREATE INDEX runs_active ON runs(state, job) WHERE state IN ('delayed', 'waiting', 'queued', 'running', 'retrying');
     "#,
-    // 6: workflows — each run's pinned steps and input, each step's checkpoint, signals; a
-    // suspended run is unfinished (it joins the active states) and due when a step wakes.
+    // 6: workflows — each run's pinned steps (stored once per distinct definition) and input,
+    // each step's checkpoint, signals; a suspended run is unfinished (it joins the active
+    // states) and due when a step wakes.
     r#"
-    ALTER TABLE runs ADD COLUMN definition TEXT;
+    CREATE TABLE definitions (
+        id     INTEGER PRIMARY KEY,
+        digest TEXT    NOT NULL UNIQUE,
+        text   TEXT    NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN definition INTEGER REFERENCES definitions(id);
+    CREATE INDEX runs_definition ON runs(definition) WHERE definition IS NOT NULL;
     ALTER TABLE runs ADD COLUMN input TEXT;
     ALTER TABLE runs ADD COLUMN origin INTEGER;
     ALTER TABLE runs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;
@@ -185,5 +192,11 @@ pub const MIGRATIONS: &[&str] = &[
         name      TEXT    PRIMARY KEY,
         paused_at INTEGER NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 8: queued runs ordered per job: a claim reads the best few runs of each job that has room,
+    // instead of walking the one global order past every run of a job at its limit.
+    r#"
+    DROP INDEX runs_ready;
+    CREATE INDEX runs_job_ready ON runs(job, priority DESC, due_at, id) WHERE state = 'queued';
     "#,
 ];

@@ -26,9 +26,9 @@ pub struct NewRun<'a> {
     /// For runs born final (a dependency already failed): why, and when.
     pub error: Option<&'a str>,
     pub finished_at: Option<Time>,
-    /// A workflow run's pinned steps (JSON), its input (JSON), and the run its effects are named
-    /// after (see [`Run::origin`]).
-    pub definition: Option<&'a str>,
+    /// A workflow run's pinned steps (see [`Tx::store_definition`]), its input (JSON), and the
+    /// run its effects are named after (see [`Run::origin`]).
+    pub definition: Option<i64>,
     pub input: Option<&'a str>,
     pub origin: Option<RunId>,
 }
@@ -196,8 +196,16 @@ const SQL_CANCEL_REQUESTS: &str = concat!(
     active!(),
     " AND state = 'running' AND owner = ?1 AND cancel_requested = 1 ORDER BY id"
 );
-const SQL_QUEUED_FIRST: &str = "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
-     ORDER BY priority DESC, due_at, id LIMIT ?1";
+const SQL_QUEUED_JOB_FIRST: &str = "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
+     AND job = ?1 ORDER BY priority DESC, due_at, id LIMIT ?2";
+const SQL_QUEUED_JOB_AFTER: &str = "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
+     AND job = ?1 AND (priority < ?2 OR (priority = ?2 AND (due_at > ?3 OR (due_at = ?3 AND id > ?4)))) \
+     ORDER BY priority DESC, due_at, id LIMIT ?5";
+const SQL_QUEUED_JOB_NEXT: &str = concat!(
+    "SELECT job FROM runs WHERE ",
+    active!(),
+    " AND state = 'queued' AND job > ?1 ORDER BY job LIMIT 1"
+);
 
 /// Every hot statement: none may scan the whole `runs` table (see the test).
 #[cfg(test)]
@@ -209,7 +217,9 @@ pub(super) const HOT_SQL: &[&str] = &[
     SQL_OWNERS,
     SQL_RESERVED_BY,
     SQL_CANCEL_REQUESTS,
-    SQL_QUEUED_FIRST,
+    SQL_QUEUED_JOB_FIRST,
+    SQL_QUEUED_JOB_AFTER,
+    SQL_QUEUED_JOB_NEXT,
     "SELECT count(*) FROM runs WHERE state = 'dead' AND retried_by IS NULL",
     concat!(
         "SELECT count(*) FROM runs WHERE ",
@@ -435,10 +445,28 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Queued runs in start order (priority, then due time, then id), after the candidate
-    /// `after` (keyset pagination), at most `limit`.
-    pub fn queued_page(
+    /// The jobs that have queued runs, in name order: one index seek per job, however long the
+    /// queue (so a backlog of a job that is at its limit costs a turn nothing).
+    pub fn queued_jobs(&self) -> Result<Vec<String>> {
+        let mut stmt = self.tx.prepare_cached(SQL_QUEUED_JOB_NEXT)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let after = out.last().map(String::as_str).unwrap_or("");
+            match stmt
+                .query_row([after], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                Some(job) => out.push(job),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Queued runs of `job` in start order (priority, then due time, then id), after the
+    /// candidate `after` (keyset pagination), at most `limit`.
+    pub fn queued_of_job(
         &self,
+        job: &str,
         after: Option<&QueuedCandidate>,
         limit: u32,
     ) -> Result<Vec<QueuedCandidate>> {
@@ -454,17 +482,13 @@ impl Tx<'_> {
         };
         let rows = match after {
             None => {
-                let mut stmt = self.tx.prepare_cached(SQL_QUEUED_FIRST)?;
-                stmt.query_map([limit], map)?
+                let mut stmt = self.tx.prepare_cached(SQL_QUEUED_JOB_FIRST)?;
+                stmt.query_map(params![job, limit], map)?
                     .collect::<rusqlite::Result<Vec<_>>>()?
             }
             Some(c) => {
-                let mut stmt = self.tx.prepare_cached(
-                    "SELECT id, job, priority, due_at, owner, resume FROM runs WHERE state = 'queued' \
-                     AND (priority < ?1 OR (priority = ?1 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)))) \
-                     ORDER BY priority DESC, due_at, id LIMIT ?4",
-                )?;
-                stmt.query_map(params![c.priority, c.due_at, c.id, limit], map)?
+                let mut stmt = self.tx.prepare_cached(SQL_QUEUED_JOB_AFTER)?;
+                stmt.query_map(params![job, c.priority, c.due_at, c.id, limit], map)?
                     .collect::<rusqlite::Result<Vec<_>>>()?
             }
         };

@@ -70,14 +70,52 @@ impl Tx<'_> {
         Ok(out)
     }
 
-    /// A workflow run's pinned definition (JSON).
-    pub fn definition(&self, run: RunId) -> Result<Option<String>> {
+    /// One step of a run.
+    pub fn step(&self, run: RunId, name: &str) -> Result<Option<Step>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND name = ?2"
+        ))?;
+        let mut rows = stmt.query(params![run, name])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(step_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a workflow definition (JSON) once, whatever the number of runs pinning it: returns
+    /// its id (the same for the same text).
+    pub fn store_definition(&self, text: &str) -> Result<i64> {
+        let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let digest: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         Ok(self
             .tx
-            .prepare_cached("SELECT definition FROM runs WHERE id = ?1")?
-            .query_row([run], |r| r.get(0))
-            .optional()?
-            .flatten())
+            .prepare_cached(
+                "INSERT INTO definitions (digest, text) VALUES (?1, ?2) \
+                 ON CONFLICT(digest) DO UPDATE SET digest = excluded.digest RETURNING id",
+            )?
+            .query_row(params![digest, text], |r| r.get(0))?)
+    }
+
+    /// A workflow run's pinned definition: its id and text (JSON).
+    pub fn definition(&self, run: RunId) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT d.id, d.text FROM runs r JOIN definitions d ON d.id = r.definition WHERE r.id = ?1",
+            )?
+            .query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Forgets definitions no run pins any more (after history was pruned).
+    pub fn purge_definitions(&self) -> Result<usize> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "DELETE FROM definitions WHERE NOT EXISTS \
+                 (SELECT 1 FROM runs WHERE runs.definition = definitions.id AND runs.definition IS NOT NULL)",
+            )?
+            .execute([])?)
     }
 
     /// Starts a step's next execution. Returns its attempt number.

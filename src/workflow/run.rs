@@ -127,7 +127,10 @@ pub struct RunCtx<'a> {
 /// A new attempt of the run begins: steps that failed, were interrupted or cancelled run again;
 /// those that succeeded, were skipped, or still sleep or wait keep their state. Then advances.
 pub fn begin(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress> {
-    tx.reset_steps(ctx.run.id)?;
+    // A first attempt has nothing to reset: a shutdown hands its running steps back as pending.
+    if ctx.run.attempt > 1 {
+        tx.reset_steps(ctx.run.id)?;
+    }
     advance(tx, ctx, now)
 }
 
@@ -151,9 +154,7 @@ pub fn step_ended(
         )));
     };
     let row = tx
-        .steps(run)?
-        .into_iter()
-        .find(|s| s.name == name)
+        .step(run, name)?
         .ok_or_else(|| StoreError::Corrupt(format!("run {run} has no step row `{name}`")))?;
     if row.state != StepState::Running {
         // Already settled (cancelled, or recovered by someone else): theirs is the record.
