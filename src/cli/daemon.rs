@@ -11,14 +11,26 @@ pub fn run(ctx: &Ctx) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
+    // Workflow steps get a thread of their own: their HTTP and SQL work runs beside the engine's
+    // loop instead of taking turns with it.
+    let steps = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("worker-steps")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the steps' runtime: {e}")))?;
     let opts = Options {
         config_dir: ctx.config_dir.clone(),
         data_dir: ctx.data_dir.clone(),
         clock: Arc::new(SystemClock),
         sentinel: Some(crate::exec::self_exe()),
         housekeeping: housekeeping()?,
+        steps: Some(steps.handle().clone()),
     };
-    match runtime.block_on(daemon::run(opts)) {
+    let result = runtime.block_on(daemon::run(opts));
+    // Steps still running at this point belong to a daemon that has stopped: let them go.
+    steps.shutdown_background();
+    match result {
         Ok(()) => Ok(()),
         Err(DaemonError::Config(d)) => Err(CliError::Config(d)),
         Err(e) => Err(CliError::Failed(e.to_string())),

@@ -286,7 +286,7 @@ impl Engine {
         let tx = self.done_tx.clone();
         let clock = self.clock.clone();
         let span = tracing::info_span!("step", job = %job, run, step = %step);
-        tokio::spawn(tracing::Instrument::instrument(
+        self.steps_rt.spawn(tracing::Instrument::instrument(
             async move {
                 let (outcome, duration) = runner
                     .execute(&run_obj, &kind, launch, config, stop_rx)

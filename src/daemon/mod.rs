@@ -59,6 +59,9 @@ pub struct Options {
     pub sentinel: Option<PathBuf>,
     /// How often housekeeping runs ([`HOUSEKEEPING`]; shorter in tests).
     pub housekeeping: Duration,
+    /// Where workflow steps run (a runtime of their own, so that HTTP exchanges and SQL
+    /// statements of steps use another core than the engine's loop); `None`: the engine's.
+    pub steps: Option<tokio::runtime::Handle>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -126,6 +129,8 @@ struct Engine {
     definitions: HashMap<i64, Arc<crate::workflow::model::Workflow>>,
     /// Runs workflow steps (shared by their tasks).
     step_runner: Arc<crate::workflow::launch::StepRunner>,
+    /// The runtime step tasks are spawned on.
+    steps_rt: tokio::runtime::Handle,
     done_tx: mpsc::UnboundedSender<Ended>,
     done_rx: mpsc::UnboundedReceiver<Ended>,
     /// Ended attempts and steps not yet committed.
@@ -189,6 +194,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             data.clone(),
             false,
         )),
+        steps_rt: opts
+            .steps
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current),
         data,
         store,
         exec,

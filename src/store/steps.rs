@@ -120,12 +120,18 @@ impl Tx<'_> {
 
     /// Starts a step's next execution. Returns its attempt number.
     pub fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<u32> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE steps SET state = 'running', attempts = attempts + 1, tries = tries + 1, started_at = ?3, finished_at = NULL, \
-             wake_at = NULL, waiting_for = NULL, error = NULL, exit_code = NULL, signal = NULL \
-             WHERE run_id = ?1 AND name = ?2 RETURNING attempts",
-        )?;
-        Ok(stmt.query_row(params![run, name, ms(now)], |r| r.get(0))?)
+        // No RETURNING: see `Tx::start_attempt`.
+        self.tx
+            .prepare_cached(
+                "UPDATE steps SET state = 'running', attempts = attempts + 1, tries = tries + 1, started_at = ?3, \
+                 finished_at = NULL, wake_at = NULL, waiting_for = NULL, error = NULL, exit_code = NULL, signal = NULL \
+                 WHERE run_id = ?1 AND name = ?2",
+            )?
+            .execute(params![run, name, ms(now)])?;
+        Ok(self
+            .tx
+            .prepare_cached("SELECT attempts FROM steps WHERE run_id = ?1 AND name = ?2")?
+            .query_row(params![run, name], |r| r.get(0))?)
     }
 
     /// Executions of a step in the current attempt of its run (what its `retry` counts).
