@@ -373,6 +373,8 @@ pub struct Run {
     pub input: Option<serde_json::Value>,
     /// Whether it is a workflow run (its job's steps are pinned with it).
     pub has_steps: bool,
+    /// The id of its pinned definition, for a workflow run.
+    pub definition: Option<i64>,
     /// The first run of a `queue:retry` chain this one continues (itself when `None`): names
     /// outward effects (`Idempotency-Key: worker-ORIGIN-STEP`) so that a resend is recognised.
     pub origin: Option<RunId>,

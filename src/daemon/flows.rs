@@ -68,14 +68,15 @@ pub(super) struct Decided {
 pub(super) fn definition(
     tx: &Tx<'_>,
     cache: &mut HashMap<i64, Arc<Workflow>>,
-    id: RunId,
+    run: &Run,
 ) -> Result<Arc<Workflow>> {
+    if let Some(w) = run.definition.and_then(|d| cache.get(&d)) {
+        return Ok(w.clone());
+    }
+    let id = run.id;
     let (def_id, text) = tx
         .definition(id)?
         .ok_or_else(|| StoreError::Corrupt(format!("run {id} has no steps pinned")))?;
-    if let Some(w) = cache.get(&def_id) {
-        return Ok(w.clone());
-    }
     let w: Arc<Workflow> = serde_json::from_str(&text)
         .map(Arc::new)
         .map_err(|e| StoreError::Corrupt(format!("run {id}'s pinned steps: {e}")))?;
@@ -96,7 +97,7 @@ pub(super) fn claimed(
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
-    let def = definition(tx, cache, c.run.id)?;
+    let def = definition(tx, cache, &c.run)?;
     let mut ctx = RunCtx {
         run: &c.run,
         def: &def,

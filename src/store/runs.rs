@@ -105,7 +105,7 @@ pub struct JobStats {
 
 const RUN_COLUMNS: &str = "id, job, state, priority, trigger, key, attempt, max_attempts, created_at, due_at, \
      started_at, finished_at, exit_code, signal, error, env, schedule, scheduled_at, owner, cancel_requested, \
-     retried_by, retry_of, input, definition IS NOT NULL, origin, resume";
+     retried_by, retry_of, input, definition, origin, resume";
 
 fn state_of(s: &str) -> Result<RunState> {
     s.parse().map_err(StoreError::Corrupt)
@@ -152,7 +152,8 @@ fn run_from_row(row: &Row<'_>) -> Result<Run> {
             }
             None => None,
         },
-        has_steps: row.get(23)?,
+        has_steps: row.get::<_, Option<i64>>(23)?.is_some(),
+        definition: row.get(23)?,
         origin: row.get(24)?,
         resume: row.get::<_, i64>(25)? != 0,
         steps: Vec::new(),

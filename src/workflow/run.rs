@@ -264,7 +264,12 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
         let by_name: HashMap<&str, &Step> = steps.iter().map(|s| (s.name.as_str(), s)).collect();
         let state_of = |i: usize| by_name.get(def.steps[i].name.as_str()).map(|s| s.state);
         let mut changed = false;
-        let mut template_ctx: Option<Value> = None;
+        let lazy = LazyContext {
+            run: ctx.run,
+            def,
+            steps: &steps,
+            cell: std::cell::OnceCell::new(),
+        };
 
         // Sleeping steps whose time came, waiting steps that got their signal or timed out.
         for s in steps.iter().filter(|s| s.state == StepState::Suspended) {
@@ -311,12 +316,8 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
                     blocked = true;
                     continue;
                 }
-                let tctx = match &template_ctx {
-                    Some(c) => c,
-                    None => template_ctx.insert(context(ctx.run, def, &steps)),
-                };
                 if let Some(cond) = &d.condition {
-                    match template::eval_bool(cond, tctx) {
+                    match template::eval_bool(cond, lazy.get()) {
                         Ok(true) => {}
                         Ok(false) => {
                             tx.end_step(
@@ -336,7 +337,7 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
                         }
                     }
                 }
-                match start(tx, ctx, i, d, tctx, now)? {
+                match start(tx, ctx, i, d, &lazy, now)? {
                     Started::Launched(l) => {
                         if d.kind.is_process() {
                             ctx.process_slots -= 1;
@@ -540,11 +541,25 @@ fn start(
     ctx: &RunCtx<'_>,
     i: usize,
     d: &StepDef,
-    tctx: &Value,
+    tctx: &LazyContext<'_>,
     now: Time,
 ) -> Result<Started> {
     let run = ctx.run.id;
-    let render = |s: &str| template::render(s, tctx);
+    // The context is built only for a step that has a template to render.
+    let render = |s: &str| {
+        if template::has_template(s) {
+            template::render(s, tctx.get())
+        } else {
+            Ok(s.to_string())
+        }
+    };
+    let render_json = |v: &Value| {
+        if template::json_has_template(v) {
+            template::render_json(v, tctx.get())
+        } else {
+            Ok(v.clone())
+        }
+    };
     let work = match &d.kind {
         StepKind::Sleep(sleep) => {
             let until = match sleep {
@@ -606,9 +621,9 @@ fn start(
                 }
                 let body = match &h.body {
                     HttpBody::None => RenderedBody::None,
-                    HttpBody::Json(v) => RenderedBody::Json(
-                        template::render_json(v, tctx).map_err(|e| format!("json: {e}"))?,
-                    ),
+                    HttpBody::Json(v) => {
+                        RenderedBody::Json(render_json(v).map_err(|e| format!("json: {e}"))?)
+                    }
                     HttpBody::Text(t) => {
                         RenderedBody::Text(render(t).map_err(|e| format!("body: {e}"))?)
                     }
@@ -631,7 +646,7 @@ fn start(
         StepKind::Sql(q) => {
             let mut params = Vec::with_capacity(q.params.len());
             for (n, p) in q.params.iter().enumerate() {
-                match template::render_json(p, tctx) {
+                match render_json(p) {
                     Ok(v) => params.push(v),
                     Err(e) => return Ok(Started::Failed(format!("params[{}]: {e}", n + 1))),
                 }
@@ -747,6 +762,21 @@ pub fn settle(
     };
     let state = lifecycle::finish(tx, ctx.config, &report(outcome), now, unit)?;
     Ok(Next::Ended(state))
+}
+
+/// The template context of one look at a run, built on first use.
+struct LazyContext<'a> {
+    run: &'a Run,
+    def: &'a Workflow,
+    steps: &'a [Step],
+    cell: std::cell::OnceCell<Value>,
+}
+
+impl LazyContext<'_> {
+    fn get(&self) -> &Value {
+        self.cell
+            .get_or_init(|| context(self.run, self.def, self.steps))
+    }
 }
 
 /// The template context of a run's steps (SPEC 8): `input`, `steps.NAME.{state,outputs}`, `run`.

@@ -45,6 +45,17 @@ pub fn has_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
 }
 
+/// Whether any string inside a JSON value holds template syntax.
+pub fn json_has_template(v: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => has_template(s),
+        J::Array(items) => items.iter().any(json_has_template),
+        J::Object(map) => map.values().any(json_has_template),
+        _ => false,
+    }
+}
+
 /// minijinja's message without the `(in <string>:1)` locator that means nothing to a user.
 fn reason(e: &minijinja::Error) -> String {
     let mut text = e.to_string();
