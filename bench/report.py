@@ -184,9 +184,10 @@ def main(raw, out):
         stored = max((x.get("stored_gap_max_ms") or 0) for rs in r.values() for x in rs)
         lines += ["", f"The process chain's figure also holds the spawn of the next step and the previous process's "
                   f"exit. With 32 runs at once the CPU is saturated and the gap is mostly waiting: about the runs "
-                  f"in flight / steps/s. The run objects cannot show this overhead: a step's stored `finished_at` "
-                  f"and its dependent's `started_at` are the same engine instant (the largest difference over all "
-                  f"runs: {fmt(float(stored), ' ms')}).", ""]
+                  f"in flight / steps/s. The run objects show it only in milliseconds: a step's stored `finished_at` "
+                  f"is when its task saw it end, its dependent's `started_at` when the engine started it (the "
+                  f"largest stored difference over all runs: {fmt(float(stored), ' ms')}); hence the measurement "
+                  f"from outside.", ""]
         v = cell(r.get("http", []), "p99_ms")[1]
         if v is not None:
             targets.append(("W9 p99 ≤ 2 ms (`http` chain, one run at a time)", fmt(v, " ms"), v <= 2))
