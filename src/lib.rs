@@ -9,6 +9,7 @@ pub mod datadir;
 pub mod exec;
 pub mod logging;
 pub mod model;
+pub mod objects;
 pub mod queue;
 pub mod runner;
 pub mod schedule;

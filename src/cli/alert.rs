@@ -169,22 +169,7 @@ pub fn history(ctx: &Ctx, limit: u32) -> CliResult {
     if ctx.json {
         let v: Vec<Value> = alerts
             .iter()
-            .map(|a| {
-                json!({
-                    "id": a.id,
-                    "time": rfc3339(a.created_at),
-                    "rule": a.rule,
-                    "channel": a.channel,
-                    "job": a.job,
-                    "event": a.event,
-                    "run_id": a.run_id,
-                    "status": a.status,
-                    "attempts": a.attempts,
-                    "error": a.error.as_deref().map(|e| secrets.mask(e)),
-                    "sent_at": if a.status == "sent" { a.finished_at.map(rfc3339) } else { None },
-                    "next_attempt_at": if a.status == "pending" { a.next_attempt_at.map(rfc3339) } else { None },
-                })
-            })
+            .map(|a| crate::objects::alert(a, &secrets))
             .collect();
         print_json(&Value::Array(v));
         return Ok(());

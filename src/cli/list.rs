@@ -1,29 +1,7 @@
 //! `worker list`.
 
-use std::collections::BTreeMap;
-
-use serde_json::json;
-
-use super::output::{human, print_json, print_table, rfc3339, table};
-use super::schedules::in_zone;
+use super::output::{human, print_json, print_table, table};
 use super::{CliResult, Ctx};
-use crate::config::{Config, JobDef, ScheduleDef};
-use crate::model::Time;
-
-/// The next fire of `job` over its enabled schedules that are not paused, with the schedule it
-/// comes from.
-fn next_fire<'c>(
-    config: &'c Config,
-    job: &'c JobDef,
-    paused: &BTreeMap<String, Time>,
-    now: Time,
-) -> Option<(&'c ScheduleDef, Time)> {
-    config
-        .schedules_of(&job.name)
-        .filter(|s| s.enabled && !paused.contains_key(&s.name))
-        .filter_map(|s| s.cron.next_after(s.timezone, now).map(|t| (s, t)))
-        .min_by_key(|(_, t)| *t)
-}
 
 pub fn run(ctx: &Ctx) -> CliResult {
     let config = ctx.config()?;
@@ -34,24 +12,8 @@ pub fn run(ctx: &Ctx) -> CliResult {
     super::drift::warn(ctx, &data, &mut store);
     let now = chrono::Utc::now();
     if ctx.json {
-        let jobs: Vec<_> = config
-            .jobs
-            .values()
-            .map(|j| {
-                let l = last.get(&j.name);
-                json!({
-                    "name": j.name,
-                    "description": j.description,
-                    "priority": j.priority,
-                    "depends_on": j.dependency_names().collect::<Vec<_>>(),
-                    "concurrency": j.concurrency,
-                    "schedules": config.schedules_of(&j.name).map(|s| s.name.as_str()).collect::<Vec<_>>(),
-                    "last_run": l.map(|(s, t)| json!({"state": s, "finished_at": rfc3339(*t)})),
-                    "next_fire": next_fire(&config, j, &paused, now).map(|(s, t)| in_zone(s, t)),
-                })
-            })
-            .collect();
-        print_json(&json!(jobs));
+        let jobs = store.read(|tx| crate::objects::jobs(tx, &config, now))?;
+        print_json(&serde_json::Value::Array(jobs));
         return Ok(());
     }
     if config.jobs.is_empty() {
@@ -94,7 +56,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
                 schedules.join(", ")
             },
             last_run,
-            next_fire(&config, j, &paused, now)
+            crate::objects::next_fire(&config, &j.name, &paused, now)
                 .map(|(_, t)| human(t))
                 .unwrap_or_else(|| "-".into()),
         ]);

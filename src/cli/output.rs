@@ -1,11 +1,13 @@
-//! Output: aligned tables for people, JSON for machines, and the shared run object.
+//! Output: aligned tables for people, JSON for machines (the objects themselves are
+//! [`crate::objects`], shared with the HTTP API).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::{Cell, Table, presets};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::model::{Attempt, Run, Step, Time};
+use crate::model::Time;
+pub use crate::objects::{attempt_json, rfc3339, run_duration_ms, run_json, step_duration_ms};
 use crate::units::format_duration;
 
 /// A borderless, aligned table with a header row.
@@ -29,15 +31,6 @@ pub fn print_json(v: &Value) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
     );
-}
-
-/// RFC 3339 in UTC with milliseconds, for JSON.
-pub fn rfc3339(t: Time) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-pub fn opt_rfc3339(t: Option<Time>) -> Value {
-    t.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
 }
 
 /// Set by `--utc`: human tables print UTC instead of local time.
@@ -81,87 +74,6 @@ pub fn relative(now: Time, t: Time) -> String {
         Ok(fwd) => format!("in {}", format_duration(fwd)),
         Err(_) => format!("{} ago", format_duration((-d).to_std().unwrap_or_default())),
     }
-}
-
-/// Wall time a run took, first start to end (including backoff between attempts).
-pub fn run_duration_ms(run: &Run) -> Option<i64> {
-    Some((run.finished_at? - run.started_at?).num_milliseconds())
-}
-
-/// The JSON run object (SPEC 5): snake_case, RFC 3339 times. `env` lists only the variable names:
-/// values given with `--env` may be secrets.
-pub fn run_json(run: &Run) -> Value {
-    json!({
-        "id": run.id,
-        "job": run.job,
-        "state": run.state,
-        "priority": run.priority,
-        "attempt": run.attempt,
-        "max_attempts": run.max_attempts,
-        "trigger": run.trigger,
-        "key": run.key,
-        "depends_on": run.depends_on,
-        "created_at": rfc3339(run.created_at),
-        "due_at": rfc3339(run.due_at),
-        "started_at": opt_rfc3339(run.started_at),
-        "finished_at": opt_rfc3339(run.finished_at),
-        "duration_ms": run_duration_ms(run),
-        "exit_code": run.exit_code,
-        "signal": run.signal,
-        "error": run.error,
-        "schedule": run.schedule,
-        "scheduled_at": opt_rfc3339(run.scheduled_at),
-        "env": run.env.keys().collect::<Vec<_>>(),
-        "retry_of": run.retry_of,
-        "retried_by": run.retried_by,
-        "input": run.input,
-        "steps": if run.has_steps {
-            Value::Array(run.steps.iter().map(step_json).collect())
-        } else {
-            Value::Null
-        },
-    })
-}
-
-/// The JSON step object (SPEC 8).
-pub fn step_json(s: &Step) -> Value {
-    json!({
-        "name": s.name,
-        "kind": s.kind,
-        "state": s.state,
-        "attempts": s.attempts,
-        "started_at": opt_rfc3339(s.started_at),
-        "finished_at": opt_rfc3339(s.finished_at),
-        "duration_ms": step_duration_ms(s),
-        "error": s.error,
-        "outputs": s.outputs,
-        "exit_code": s.exit_code,
-        "signal": s.signal,
-        "wake_at": opt_rfc3339(s.wake_at.filter(|t| !crate::store::is_never(*t))),
-        "waiting_for": s.waiting_for,
-        "reused_from": s.reused_from,
-    })
-}
-
-/// How long a step took (or has taken so far, for one that runs or waits: `None`).
-pub fn step_duration_ms(s: &Step) -> Option<i64> {
-    Some((s.finished_at? - s.started_at?).num_milliseconds())
-}
-
-/// The JSON attempt object.
-pub fn attempt_json(a: &Attempt) -> Value {
-    json!({
-        "attempt": a.number,
-        "seq": a.seq,
-        "started_at": rfc3339(a.started_at),
-        "finished_at": opt_rfc3339(a.finished_at),
-        "duration_ms": a.finished_at.map(|f| (f - a.started_at).num_milliseconds()),
-        "outcome": a.outcome,
-        "exit_code": a.exit_code,
-        "signal": a.signal,
-        "error": a.error,
-        "output_bytes": a.output_bytes,
-    })
 }
 
 /// "3" or "3 (SIGKILL)" or "-" for the exit column.

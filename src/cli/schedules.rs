@@ -9,10 +9,7 @@ use crate::config::ScheduleDef;
 use crate::model::Time;
 use crate::store::StoreError;
 
-/// A fire time with the schedule's own UTC offset (`2026-03-08T03:00:00-04:00`), for JSON.
-pub fn in_zone(s: &ScheduleDef, t: Time) -> String {
-    t.with_timezone(&s.timezone).to_rfc3339()
-}
+pub use crate::objects::in_zone;
 
 /// A fire time for the table: the schedule's own zone, or UTC under `--utc`.
 fn fire_time(s: &ScheduleDef, t: Time) -> String {
@@ -49,30 +46,7 @@ pub fn schedules(ctx: &Ctx, next: usize, from: Option<String>) -> CliResult {
         })
         .collect();
     if ctx.json {
-        let v: Vec<Value> = config
-            .schedules
-            .iter()
-            .zip(&last)
-            .zip(&nexts)
-            .map(|((s, l), n)| {
-                json!({
-                    "name": s.name,
-                    "job": s.job,
-                    "cron": s.cron.as_str(),
-                    "timezone": s.timezone.name(),
-                    "catch_up": s.catch_up.as_str(),
-                    "overlap": s.overlap.as_str(),
-                    "enabled": s.enabled,
-                    "paused": paused.contains_key(&s.name),
-                    "paused_at": paused.get(&s.name).map(|t| super::output::rfc3339(*t)),
-                    "deadline": s.deadline.map(crate::units::format_duration_spec),
-                    "last_fire": l.as_ref().map(|f| in_zone(s, f.fire_at)),
-                    "last_fire_outcome": l.as_ref().map(|f| f.outcome.clone()),
-                    "last_fire_run": l.as_ref().and_then(|f| f.run_id),
-                    "next": n.iter().map(|t| in_zone(s, *t)).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let v = store.read(|tx| crate::objects::schedules(tx, &config, next, from))?;
         print_json(&Value::Array(v));
         return Ok(());
     }

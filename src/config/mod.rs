@@ -245,6 +245,10 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
         let mut ctx = yaml::Ctx::new(sched_display.clone(), &src, env, diags);
         if let Some(mut m) = ctx.map(&node, "scheduler.yaml") {
             config.settings = scheduler::parse_settings(&mut ctx, &mut m);
+            // API tokens are secrets wherever they came from.
+            for t in config.settings.http.iter().flat_map(|h| h.tokens.iter()) {
+                config.secrets.add(t.clone());
+            }
             if let Some(n) = m.get("schedules") {
                 config.schedules =
                     scheduler::parse_schedules(&mut ctx, n, config.settings.timezone, &all_names);

@@ -30,7 +30,21 @@ pub struct Settings {
     pub output_limit: u64,
     /// How the daemon's own state changes are committed (commands always commit with `full`).
     pub durability: crate::store::Durability,
+    /// The HTTP API, dashboard and metrics (`http:`); `None`: no listener.
+    pub http: Option<HttpSettings>,
 }
+
+/// `http:` in `scheduler.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens (secrets). Empty on a loopback address: the daemon makes one and keeps it
+    /// in `DATA/api-token`.
+    pub tokens: Vec<String>,
+}
+
+/// The shortest token accepted: anything shorter could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -41,6 +55,7 @@ impl Default for Settings {
             keep_days: DEFAULT_KEEP_DAYS,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             durability: crate::store::Durability::Normal,
+            http: None,
         }
     }
 }
@@ -59,6 +74,7 @@ pub(super) const SCHEDULER_FIELDS: &[&str] = &[
     "shutdown_timeout",
     "history",
     "output_limit",
+    "http",
     "schedules",
 ];
 
@@ -118,7 +134,64 @@ pub fn parse_settings(ctx: &mut Ctx<'_>, m: &mut super::yaml::MapReader<'_>) -> 
             .and_then(|v| check_output_limit(ctx, n.pos, v))
             .unwrap_or(s.output_limit);
     }
+    if let Some(n) = m.get("http") {
+        s.http = parse_http(ctx, n);
+    }
     s
+}
+
+/// `http: { listen, tokens }`.
+fn parse_http(ctx: &mut Ctx<'_>, node: &Node) -> Option<HttpSettings> {
+    let mut m = ctx.map(node, "http")?;
+    let listen_node = m.get("listen");
+    let listen = match listen_node {
+        Some(n) => {
+            let text = ctx.nonempty_string(n, "http.listen")?;
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    ctx.error(
+                        n.pos,
+                        format!("http.listen: `{text}` is not an address and port (write e.g. `127.0.0.1:7878`, `[::1]:7878` or `0.0.0.0:7878`)"),
+                    );
+                    None
+                }
+            }
+        }
+        None => {
+            ctx.error(
+                m.pos,
+                "http needs `listen: ADDRESS:PORT` (e.g. `127.0.0.1:7878`)",
+            );
+            None
+        }
+    };
+    let mut tokens = Vec::new();
+    if let Some(n) = m.get("tokens") {
+        for (t, pos) in ctx.string_list(n, "http.tokens", false).unwrap_or_default() {
+            if t.len() < MIN_TOKEN_LEN {
+                ctx.error(
+                    pos,
+                    format!("http.tokens: a token must have at least {MIN_TOKEN_LEN} characters (make one with `head -c 32 /dev/urandom | base64`)"),
+                );
+            } else {
+                tokens.push(t);
+            }
+        }
+    }
+    m.finish(ctx, "http", &["listen", "tokens"]);
+    let listen = listen?;
+    if !listen.ip().is_loopback()
+        && tokens.is_empty()
+        && let Some(n) = listen_node
+    {
+        ctx.error(
+            n.pos,
+            format!("http.listen: {listen} is reachable from other hosts, so `tokens` are required (anyone who can connect could run jobs)"),
+        );
+        return None;
+    }
+    Some(HttpSettings { listen, tokens })
 }
 
 /// What to do with fires missed while the daemon was not running.
