@@ -1,6 +1,7 @@
 //! worker: a single-binary job runner daemon.
 
 pub mod alert;
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod exec;
 pub mod logging;
 pub mod model;
 pub mod objects;
+pub mod ops;
 pub mod queue;
 pub mod runner;
 pub mod schedule;

@@ -204,10 +204,22 @@ pub fn alert(a: &crate::store::AlertRow, secrets: &crate::config::Secrets) -> Va
     })
 }
 
-/// A run with its attempts (`worker show --json`, `GET /runs/{id}`).
+/// A run with its attempts (`worker history --json`).
 pub fn run_with_attempts(run: &Run, attempts: &[Attempt]) -> Value {
     let mut o = run_json(run);
     o["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
+    o
+}
+
+/// A run with its attempts and, while it runs, how long its current attempt has been running
+/// (`worker show --json`, `GET /runs/{id}`).
+pub fn run_detail(run: &Run, attempts: &[Attempt], now: Time) -> Value {
+    let mut o = run_with_attempts(run, attempts);
+    let elapsed = attempts
+        .last()
+        .filter(|a| run.state == crate::model::RunState::Running && a.finished_at.is_none())
+        .map(|a| (now - a.started_at).num_milliseconds().max(0));
+    o["elapsed_ms"] = elapsed.map_or(Value::Null, Value::from);
     o
 }
 

@@ -7,6 +7,7 @@ use crate::clock::SystemClock;
 use crate::daemon::{self, DaemonError, Options};
 
 pub fn run(ctx: &Ctx) -> CliResult {
+    raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -19,6 +20,13 @@ pub fn run(ctx: &Ctx) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the steps' runtime: {e}")))?;
+    // The HTTP server too: requests never take the engine's thread.
+    let http = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("worker-http")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the HTTP runtime: {e}")))?;
     let opts = Options {
         config_dir: ctx.config_dir.clone(),
         data_dir: ctx.data_dir.clone(),
@@ -26,10 +34,12 @@ pub fn run(ctx: &Ctx) -> CliResult {
         sentinel: Some(crate::exec::self_exe()),
         housekeeping: housekeeping()?,
         steps: Some(steps.handle().clone()),
+        http: Some(http.handle().clone()),
     };
     let result = runtime.block_on(daemon::run(opts));
     // Steps still running at this point belong to a daemon that has stopped: let them go.
     steps.shutdown_background();
+    http.shutdown_background();
     match result {
         Ok(()) => Ok(()),
         Err(DaemonError::Config(d)) => Err(CliError::Config(d)),
@@ -50,5 +60,20 @@ fn housekeeping() -> Result<std::time::Duration, CliError> {
                 ))
             }),
         Err(_) => Ok(daemon::HOUSEKEEPING),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65,536): each HTTP connection
+/// and each running job's pipes and log take descriptors, and the usual soft default (1,024) is
+/// a limit for programs that use `select`, which this one does not.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if want > soft
+            && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+        {
+            tracing::debug!(error = %e, "cannot raise the open-files limit");
+        }
     }
 }

@@ -3,8 +3,7 @@
 use serde_json::Value;
 
 use super::output::{
-    attempt_json, exit_text, human, opt_human, print_json, print_table, run_duration_ms, run_json,
-    step_duration_ms, table,
+    exit_text, human, opt_human, print_json, print_table, run_duration_ms, step_duration_ms, table,
 };
 use super::{CliError, CliResult, Ctx};
 use crate::exec::capture;
@@ -37,11 +36,7 @@ pub fn history(ctx: &Ctx, job: Option<String>, limit: u32) -> CliResult {
     if ctx.json {
         let v: Vec<Value> = runs
             .iter()
-            .map(|(r, a)| {
-                let mut o = run_json(r);
-                o["attempts"] = Value::Array(a.iter().map(attempt_json).collect());
-                o
-            })
+            .map(|(r, a)| crate::objects::run_with_attempts(r, a))
             .collect();
         print_json(&Value::Array(v));
         return Ok(());
@@ -100,10 +95,9 @@ pub fn show(ctx: &Ctx, id: RunId) -> CliResult {
         .filter(|a| run.state == RunState::Running && a.finished_at.is_none());
     let elapsed = current.map(|a| (now - a.started_at).to_std().unwrap_or_default());
     if ctx.json {
-        let mut o = run_json(&run);
-        o["attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());
-        o["elapsed_ms"] = elapsed.map_or(Value::Null, |e| (e.as_millis() as u64).into());
-        print_json(&Value::Array(vec![o]));
+        print_json(&Value::Array(vec![crate::objects::run_detail(
+            &run, &attempts, now,
+        )]));
         return Ok(());
     }
     let field = |k: &str, v: String| println!("{k:<13} {v}");

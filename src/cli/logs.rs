@@ -1,7 +1,6 @@
 //! `worker logs`: a run's captured output, or (`--follow`) its output as it is written.
 
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -352,74 +351,24 @@ fn ended(a: &Attempt) -> String {
     }
 }
 
-/// Follows one attempt's captured log as it grows, across the rotations of its cap (the full
-/// `N.log` becomes `N.log.1` and a new `N.log` starts).
-struct Tail {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    /// The inode of `file`, to notice a rotation.
-    ino: u64,
-    /// Whether a file was opened yet (the first open also prints the rotated half).
-    opened: bool,
-    buf: Vec<u8>,
-}
+/// [`capture::Tail`] writing to the command's output: a closed reader ends quietly, a cap's
+/// truncation is said on stderr.
+struct Tail(capture::Tail);
 
 impl Tail {
     fn new(path: PathBuf) -> Tail {
-        Tail {
-            path,
-            file: None,
-            ino: 0,
-            opened: false,
-            buf: vec![0; 64 * 1024],
-        }
+        Tail(capture::Tail::new(path))
     }
 
-    /// Copies whatever was written since the last call to `out`.
     fn pump(&mut self, out: &mut impl Write) -> CliResult {
-        let fail = |e: std::io::Error| CliError::Failed(format!("reading output: {e}"));
-        loop {
-            if self.file.is_none() {
-                let f = match std::fs::File::open(&self.path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => return Err(fail(e)),
-                };
-                self.ino = f.metadata().map_err(fail)?.ino();
-                if !self.opened {
-                    // What was written before the last rotation comes first.
-                    let older = capture::read_tail(&capture::rotated_path(&self.path), u64::MAX)
-                        .map_err(fail)?;
-                    if let Some(older) = older {
-                        write_out(out, &older)?;
-                    }
-                    self.opened = true;
-                }
-                self.file = Some(f);
+        match self.0.pump(out) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                eprintln!("[worker: output beyond the cap was dropped]");
+                Ok(())
             }
-            let Some(file) = self.file.as_mut() else {
-                return Ok(());
-            };
-            loop {
-                let n = file.read(&mut self.buf).map_err(fail)?;
-                if n == 0 {
-                    break;
-                }
-                write_out(out, &self.buf[..n])?;
-            }
-            // Rotated (a new file at the path) or truncated (one write larger than the cap)?
-            let pos = file.stream_position().map_err(fail)?;
-            match std::fs::metadata(&self.path) {
-                Ok(m) if m.ino() != self.ino => {
-                    // Ours is complete: the writer renamed it before starting the new one.
-                    self.file = None;
-                }
-                Ok(m) if m.len() < pos => {
-                    file.seek(std::io::SeekFrom::Start(0)).map_err(fail)?;
-                    eprintln!("[worker: output beyond the cap was dropped]");
-                }
-                _ => return Ok(()),
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::Exit(0)),
+            Err(e) => Err(CliError::Failed(format!("reading output: {e}"))),
         }
     }
 }

@@ -14,6 +14,7 @@ mod queue;
 mod reload;
 mod schedules;
 mod status;
+mod ui;
 mod validate;
 
 use std::path::PathBuf;
@@ -267,6 +268,8 @@ pub enum Command {
     /// Ask the running daemon to load the configuration again, and wait for its verdict: exit 0
     /// when it applied it, 1 with every problem when it rejected it (it keeps the previous one).
     Reload,
+    /// Print the dashboard's address that logs in (it holds a token: do not share it).
+    Ui,
     /// Is the daemon running and healthy: pid, uptime, counts, next fires, last failures.
     /// Exit 0 when healthy, 1 otherwise (a health check).
     Status,
@@ -291,14 +294,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not K=V"))?;
-    if !crate::config::interp::is_var_name(k) {
-        return Err(format!("`{k}` is not a valid environment variable name"));
-    }
-    if k.starts_with("WORKER_") {
-        return Err(format!(
-            "`{k}` is reserved: WORKER_* variables are set by worker"
-        ));
-    }
+    crate::ops::check_env_name(k).map_err(|e| e.to_string())?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -321,6 +317,17 @@ impl CliError {
             CliError::Usage(_) | CliError::Config(_) => 2,
             CliError::Failed(_) => 1,
             CliError::Exit(c) => *c,
+        }
+    }
+}
+
+impl From<crate::ops::OpError> for CliError {
+    fn from(e: crate::ops::OpError) -> Self {
+        use crate::ops::OpError as E;
+        match e {
+            E::BadInput(m) | E::UnknownName(m) | E::Invalid(m) => CliError::Usage(m),
+            E::UnknownRun(m) | E::Conflict(m) => CliError::Failed(m),
+            E::Store(e) => CliError::Failed(e.to_string()),
         }
     }
 }
@@ -363,17 +370,8 @@ impl Ctx {
 
     /// A job name that must exist in `config` (unknown: usage error).
     pub fn known_job(&self, config: &Config, name: &str) -> CliResult<()> {
-        if config.job(name).is_some() {
-            return Ok(());
-        }
-        let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
-        let hint = crate::config::yaml::closest(name, &known)
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        Err(CliError::Usage(format!(
-            "unknown job `{name}`: there is no {}{hint}",
-            crate::config::display_path(&self.config_dir, &format!("jobs/{name}.yaml"))
-        )))
+        crate::ops::known_job(config, name)?;
+        Ok(())
     }
 }
 
@@ -388,23 +386,17 @@ fn json_arg(what: &str, raw: &str) -> CliResult<serde_json::Value> {
         .map_err(|e| CliError::Usage(format!("{what}: not valid JSON ({e})")))
 }
 
-/// A run's input for `job` (`--input`): checked against the job's `input:` (unknown fields and
-/// missing required ones are usage errors) with its defaults filled in. Without `--input`, the
-/// defaults alone (or no input for a job without `input:`).
+/// A run's input for `job` (`--input`, see [`crate::ops::input`]).
 fn run_input(
     config: &Config,
     job: &str,
     raw: Option<&str>,
 ) -> CliResult<Option<serde_json::Value>> {
-    let spec = config.job(job).and_then(|j| j.input.as_ref());
-    let given = match raw {
-        Some(r) => json_arg("--input", r)?,
-        None if spec.is_none() => return Ok(None),
-        None => serde_json::Value::Object(Default::default()),
-    };
-    crate::workflow::model::InputSpec::check(spec, given)
-        .map(Some)
-        .map_err(|e| CliError::Usage(format!("--input for job `{job}`: {e}")))
+    let given = raw.map(|r| json_arg("--input", r)).transpose()?;
+    Ok(crate::ops::input(
+        crate::ops::known_job(config, job)?,
+        given,
+    )?)
 }
 
 /// Parses a priority flag.
@@ -526,6 +518,7 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
         Command::AlertTest { channel } => alert::test(ctx, &channel),
         Command::AlertHistory { limit } => alert::history(ctx, limit),
         Command::Status => status::run(ctx),
+        Command::Ui => ui::run(ctx),
         Command::Reload => reload::run(ctx),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -7,7 +7,7 @@ use comfy_table::{Cell, Table, presets};
 use serde_json::Value;
 
 use crate::model::Time;
-pub use crate::objects::{attempt_json, rfc3339, run_duration_ms, run_json, step_duration_ms};
+pub use crate::objects::{rfc3339, run_duration_ms, run_json, step_duration_ms};
 use crate::units::format_duration;
 
 /// A borderless, aligned table with a header row.

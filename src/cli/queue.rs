@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use chrono::DateTime;
 use serde_json::{Value, json};
 
 use super::drift::DaemonView;
@@ -14,8 +13,9 @@ use super::{CliError, CliResult, Ctx, parse_env, parse_priority};
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::model::{Priority, RunId, RunState, Time, Trigger};
-use crate::queue::lifecycle::{self, CancelResult, RetryError};
-use crate::queue::{EnqueueError, Request, enqueue};
+use crate::ops::{self, OpError, RunOptions};
+use crate::queue::Request;
+use crate::queue::lifecycle::{self, CancelResult};
 use crate::store::{RunFilter, Store, StoreError};
 use crate::units::{format_duration, parse_duration};
 use crate::wake;
@@ -56,25 +56,7 @@ pub struct AddArgs {
     pub stdin: bool,
 }
 
-/// Parses `--in`/`--at` into a due time.
-fn due_time(now: Time, delay: Option<&str>, at: Option<&str>) -> Result<Option<Time>, String> {
-    match (delay, at) {
-        (Some(d), _) => {
-            let d = parse_duration(d).map_err(|e| format!("--in: {e}"))?;
-            Ok(Some(
-                now + chrono::Duration::from_std(d).map_err(|e| e.to_string())?,
-            ))
-        }
-        (None, Some(a)) => DateTime::parse_from_rfc3339(a)
-            .map(|t| Some(t.to_utc()))
-            .map_err(|e| {
-                format!("--at: `{a}` is not an RFC 3339 time ({e}); e.g. 2026-12-01T06:00:00Z")
-            }),
-        (None, None) => Ok(None),
-    }
-}
-
-/// One JSON line of `queue:add --stdin`.
+/// One JSON line of `queue:add --stdin`: a job and the body of `POST /jobs/{job}/runs`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
@@ -103,36 +85,17 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
             }
             let bad = |m: String| CliError::Usage(format!("stdin line {}: {m}", i + 1));
             let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-            ctx.known_job(&config, &l.job).map_err(|e| match e {
-                CliError::Usage(m) => bad(m),
-                other => other,
-            })?;
-            let mut r = Request::new(l.job, Trigger::Queue);
-            r.priority = l
-                .priority
-                .as_deref()
-                .map(parse_priority)
-                .transpose()
-                .map_err(bad)?;
-            r.due_at = due_time(now, l.delay.as_deref(), l.at.as_deref()).map_err(bad)?;
-            r.key = l.key;
-            r.after = l.after;
-            for (k, v) in l.env {
-                let (k, v) = parse_env(&format!("{k}={v}")).map_err(bad)?;
-                r.env.insert(k, v);
-            }
-            let spec = config.job(&r.job).and_then(|j| j.input.as_ref());
-            r.input = match (l.input, spec) {
-                (Some(i), _) => Some(
-                    crate::workflow::model::InputSpec::check(spec, i)
-                        .map_err(|e| bad(format!("input: {e}")))?,
-                ),
-                (None, Some(_)) => Some(
-                    crate::workflow::model::InputSpec::check(spec, json!({}))
-                        .map_err(|e| bad(format!("input: {e}")))?,
-                ),
-                (None, None) => None,
+            let opts = RunOptions {
+                priority: l.priority,
+                delay: l.delay,
+                at: l.at,
+                key: l.key,
+                after: l.after,
+                env: l.env,
+                input: l.input,
             };
+            let r = ops::request(&config, &l.job, opts, Trigger::Queue, now)
+                .map_err(|e| bad(e.to_string()))?;
             requests.push(r);
         }
     } else {
@@ -143,8 +106,8 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
         }
         let mut r = Request::new(job.clone(), Trigger::Queue);
         r.priority = args.priority;
-        r.due_at =
-            due_time(now, args.delay.as_deref(), args.at.as_deref()).map_err(CliError::Usage)?;
+        r.due_at = ops::due_time(now, args.delay.as_deref(), args.at.as_deref())
+            .map_err(|e| CliError::Usage(format!("--{e}")))?;
         r.key = args.key.clone();
         r.after = args.after.clone();
         r.env = args.env.iter().cloned().collect();
@@ -152,22 +115,14 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> CliResult {
         requests.extend(std::iter::repeat_n(r, args.count as usize));
     }
     let (data, mut store) = ctx.store()?;
-    let ids = store.write(|tx| {
-        let mut ids = Vec::with_capacity(requests.len());
-        for r in &requests {
-            ids.push(enqueue(tx, &config, r, now)?.id);
+    let added = ops::add(&data, &mut store, &config, &requests, now).map_err(|e| match e {
+        // An `--after` run that does not exist is the caller's mistake, as before.
+        OpError::Invalid(m) if m.starts_with("after: ") => {
+            CliError::Failed(m.trim_start_matches("after: ").to_string())
         }
-        Ok::<_, EnqueueError>(ids)
-    });
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(EnqueueError::UnknownJob(j)) => {
-            return Err(CliError::Usage(format!("unknown job `{j}`")));
-        }
-        Err(EnqueueError::Input(e)) => return Err(CliError::Usage(e)),
-        Err(e) => return Err(CliError::Failed(e.to_string())),
-    };
-    wake::notify(&data);
+        e => e.into(),
+    })?;
+    let ids: Vec<RunId> = added.iter().map(|a| a.id).collect();
     print_runs_or_ids(ctx, &mut store, &ids)
 }
 
@@ -403,19 +358,7 @@ pub fn stats(ctx: &Ctx) -> CliResult {
         })
     };
     if ctx.json {
-        let v: Vec<Value> = jobs
-            .iter()
-            .map(|(job, c)| {
-                let s = stat_of(job);
-                json!({
-                    "job": job,
-                    "counts": c,
-                    "success_rate": rate(job),
-                    "p50_ms": s.and_then(|s| s.p50_ms),
-                    "p95_ms": s.and_then(|s| s.p95_ms),
-                })
-            })
-            .collect();
+        let v = store.read(crate::objects::stats)?;
         print_json(&Value::Array(v));
         return Ok(());
     }
@@ -528,41 +471,19 @@ pub fn retry(
     from_step: Option<String>,
 ) -> CliResult {
     let config = ctx.config()?;
-    if let Some(j) = &job {
-        ctx.known_job(&config, j)?;
-    }
     let (data, mut store) = ctx.store()?;
-    let now = chrono::Utc::now();
-    let result = store.write(|tx| {
-        let targets: Vec<RunId> = if all {
-            // Ids only: each run is read when it is retried.
-            tx.dlq_ids(job.as_deref())?
-        } else {
-            run_id.into_iter().collect()
-        };
-        let mut new = Vec::with_capacity(targets.len());
-        for id in targets {
-            new.push(lifecycle::retry_dead(
-                tx,
-                &config,
-                id,
-                from_step.as_deref(),
-                now,
-            )?);
-        }
-        Ok::<_, RetryError>(new)
-    });
-    let ids = match result {
-        Ok(ids) => ids,
-        Err(RetryError::Enqueue(EnqueueError::UnknownJob(j))) => {
-            return Err(CliError::Failed(format!(
-                "cannot retry: job `{j}` is no longer defined"
-            )));
-        }
-        Err(e @ RetryError::UnknownStep { .. }) => return Err(CliError::Usage(e.to_string())),
-        Err(e) => return Err(CliError::Failed(e.to_string())),
+    let target = match run_id {
+        Some(id) if !all => ops::RetryTarget::One(id),
+        _ => ops::RetryTarget::AllDead(job.as_deref()),
     };
-    wake::notify(&data);
+    let ids = ops::retry(
+        &data,
+        &mut store,
+        &config,
+        target,
+        from_step.as_deref(),
+        chrono::Utc::now(),
+    )?;
     print_runs_or_ids(ctx, &mut store, &ids)
 }
 
@@ -574,43 +495,18 @@ pub fn signal(
     data: Option<&str>,
     fail: Option<&str>,
 ) -> CliResult {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return Err(CliError::Usage(format!(
-            "`{name}` is not a signal name (letters, digits, `_`, `.`, `-`)"
-        )));
-    }
-    let data = data.map(|d| super::json_arg("--data", d)).transpose()?;
+    ops::check_signal_name(name)?;
+    let payload = data.map(|d| super::json_arg("--data", d)).transpose()?;
     let (dir, mut store) = ctx.store()?;
-    let now = chrono::Utc::now();
-    let result = store.write(|tx| {
-        let Some(run) = tx.brief(id)? else {
-            return Ok(Err(format!("run {id} does not exist")));
-        };
-        if run.state.is_final() {
-            return Ok(Err(format!(
-                "run {id} has ended ({}): nothing waits for a signal",
-                run.state
-            )));
-        }
-        if tx.definition(id)?.is_none() {
-            return Ok(Err(format!(
-                "run {id} ({}) has no steps: nothing waits for a signal",
-                run.job
-            )));
-        }
-        let waiting = tx.insert_signal(id, name, data.as_ref(), fail, now)?;
-        // A suspended run whose step waits for it is due now.
-        if waiting && run.state == RunState::Suspended {
-            tx.queue_resume(id, now)?;
-        }
-        Ok::<_, StoreError>(Ok(waiting))
-    })?;
-    let waiting = result.map_err(CliError::Failed)?;
-    wake::notify(&dir);
+    let waiting = ops::signal(
+        &dir,
+        &mut store,
+        id,
+        name,
+        payload.as_ref(),
+        fail,
+        chrono::Utc::now(),
+    )?;
     let said = if waiting {
         format!("signal {name} delivered to run {id}")
     } else {
@@ -676,17 +572,14 @@ pub fn cancel(ctx: &Ctx, args: CancelArgs) -> CliResult {
     let Some(id) = args.run_id else {
         return cancel_all(ctx, &config, &data, &mut store, &args);
     };
-    let now = chrono::Utc::now();
-    let result = store.write(|tx| lifecycle::cancel(tx, &config, id, now))?;
-    wake::notify(&data);
+    let result = ops::cancel(&data, &mut store, &config, id, chrono::Utc::now())?;
     let (msg, ok) = match result {
-        None => return Err(CliError::Failed(format!("run {id} does not exist"))),
-        Some(CancelResult::Cancelled) => (format!("run {id} cancelled"), true),
-        Some(CancelResult::Stopping) => (
+        CancelResult::Cancelled => (format!("run {id} cancelled"), true),
+        CancelResult::Stopping => (
             format!("run {id} is running: its process group is being stopped"),
             true,
         ),
-        Some(CancelResult::AlreadyFinished(s)) => (
+        CancelResult::AlreadyFinished(s) => (
             format!("run {id} already finished ({s}): nothing to cancel"),
             false,
         ),

@@ -152,39 +152,11 @@ pub fn fires(ctx: &Ctx, schedule: Option<String>, limit: u32) -> CliResult {
     Ok(())
 }
 
-/// The schedule `name` of `config`, or a usage error naming the known ones.
-fn known<'c>(
-    ctx: &Ctx,
-    config: &'c crate::config::Config,
-    name: &str,
-) -> CliResult<&'c ScheduleDef> {
-    if let Some(s) = config.schedules.iter().find(|s| s.name == name) {
-        return Ok(s);
-    }
-    let names: Vec<&str> = config.schedules.iter().map(|s| s.name.as_str()).collect();
-    let hint = crate::config::yaml::closest(name, &names)
-        .map(|s| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default();
-    Err(CliError::Usage(format!(
-        "unknown schedule `{name}`: {} defines no such schedule{hint}",
-        crate::config::display_path(&ctx.config_dir, "scheduler.yaml")
-    )))
-}
-
 /// `schedules:pause` and `schedules:resume`.
 pub fn pause(ctx: &Ctx, name: &str, pause: bool) -> CliResult {
     let config = ctx.config()?;
-    known(ctx, &config, name)?;
     let (data, mut store) = ctx.store()?;
-    let now = chrono::Utc::now();
-    let changed = store.write(|tx| {
-        if pause {
-            crate::schedule::fire::pause(tx, name, now)
-        } else {
-            crate::schedule::fire::resume(tx, name, now)
-        }
-    })?;
-    crate::wake::notify(&data);
+    let changed = crate::ops::pause(&data, &mut store, &config, name, pause, chrono::Utc::now())?;
     let said = match (pause, changed) {
         (true, true) => format!(
             "schedule {name} paused: it fires nothing until `worker schedules:resume {name}`"
@@ -206,13 +178,8 @@ pub fn pause(ctx: &Ctx, name: &str, pause: bool) -> CliResult {
 /// `schedules:trigger`.
 pub fn trigger(ctx: &Ctx, name: &str) -> CliResult {
     let config = ctx.config()?;
-    let sched = known(ctx, &config, name)?;
     let (data, mut store) = ctx.store()?;
-    let now = chrono::Utc::now();
-    let id = store
-        .write(|tx| crate::schedule::fire::trigger(tx, &config, sched, now))
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    crate::wake::notify(&data);
+    let id = crate::ops::trigger(&data, &mut store, &config, name, chrono::Utc::now())?;
     if ctx.json {
         let run = store.read(|tx| tx.run(id))?;
         print_json(&Value::Array(

@@ -45,6 +45,8 @@ use crate::wake;
 pub const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How often finished history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// State changes kept for the event stream's replay (`GET /events` with `Last-Event-ID`).
+const CHANGES_KEPT: u64 = 100_000;
 /// How long a graceful stop spends delivering pending alerts.
 const ALERT_FLUSH: Duration = Duration::from_secs(10);
 /// Wake-up interval when the wake socket could not be bound.
@@ -62,6 +64,9 @@ pub struct Options {
     /// Where workflow steps run (a runtime of their own, so that HTTP exchanges and SQL
     /// statements of steps use another core than the engine's loop); `None`: the engine's.
     pub steps: Option<tokio::runtime::Handle>,
+    /// Where the HTTP server runs (a runtime of its own, so that no request competes with the
+    /// engine's loop for its thread); `None`: the engine's.
+    pub http: Option<tokio::runtime::Handle>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -166,6 +171,12 @@ struct Engine {
     housekeeping: Duration,
     /// Schedule pauses and resumes seen so far (`schedule::fire::changes`).
     schedule_changes: u64,
+    /// Counts turns, for the HTTP server (its event streams look for changes after a turn).
+    turns: watch::Sender<u64>,
+    /// `/healthz` asks whether this loop turns: each message is answered when it gets to it.
+    pings: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<()>>>,
+    /// The HTTP server, when `http.listen` is set.
+    http: Option<crate::api::Server>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
     _lease: Lease,
 }
@@ -223,6 +234,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         housekeeping: opts.housekeeping,
         schedule_changes: 0,
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
+        turns: watch::channel(0).0,
+        pings: None,
+        http: None,
         _lease: lease,
     };
     engine.config_tx.send_replace(engine.config.clone());
@@ -235,6 +249,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     engine.prune();
     engine.sync_schedules()?;
     engine.live_since = engine.clock.now();
+    if let Some(h) = engine.config.settings.http.clone() {
+        engine.start_http(h.listen, opts.http.clone())?;
+    }
     let listener = match wake::Listener::bind(&engine.data) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -272,6 +289,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     trim::release_heap();
     engine.update_status(true);
     let result = engine.main_loop(listener.as_ref()).await;
+    if let Some(server) = engine.http.take() {
+        server.stop(Duration::from_secs(5)).await;
+    }
     let _ = stop_outbox.send(true);
     let _ = outbox_task.await;
     if let Ok(false) = result {
@@ -282,6 +302,50 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 }
 
 impl Engine {
+    /// Binds `addr` (a port in use stops the daemon here, before it is ready) and serves the
+    /// API, the dashboard and the metrics on `rt`.
+    fn start_http(
+        &mut self,
+        addr: std::net::SocketAddr,
+        rt: Option<tokio::runtime::Handle>,
+    ) -> Result<(), DaemonError> {
+        let listener = crate::api::bind(addr).map_err(DaemonError::Io)?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| DaemonError::Io(format!("cannot listen on {addr}: {e}")))?;
+        let (ping_tx, ping_rx) = mpsc::channel(16);
+        self.pings = Some(ping_rx);
+        let link = crate::api::Link {
+            ping: ping_tx,
+            turns: self.turns.subscribe(),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let db = crate::api::Db::new(self.data.db_path(), self.config.settings.durability);
+        let shared = Arc::new(crate::api::Shared::new(
+            self.data.clone(),
+            self.config_tx.subscribe(),
+            db,
+            link,
+            stop_rx,
+            bound.port(),
+        ));
+        // The generated token exists from now on (`worker ui` reads it).
+        if shared.auth.tokens(&self.config).is_empty() {
+            return Err(DaemonError::Io(format!(
+                "cannot read or create the API token {}",
+                crate::api::token_path(&self.data).display()
+            )));
+        }
+        let rt = rt.unwrap_or_else(tokio::runtime::Handle::current);
+        let server = crate::api::Server::start(&rt, listener, crate::api::app(shared), stop_tx)
+            .map_err(|e| DaemonError::Io(format!("cannot serve HTTP on {bound}: {e}")))?;
+        self.store
+            .write(|tx| tx.set_meta(crate::api::ADDRESS_META, &bound.to_string()))?;
+        info!(address = %bound, "HTTP API and dashboard listening (`worker ui` prints the address to log in with)");
+        self.http = Some(server);
+        Ok(())
+    }
+
     /// Recovers the runs of every provably dead owner (see [`recoverable`]): at start-up, ours
     /// from a previous life; at any time, those of foreground `worker job` processes that died.
     fn recover_all(&mut self, startup: bool) -> Result<(), StoreError> {
@@ -370,6 +434,7 @@ impl Engine {
                 }
             };
             self.notifier.alive();
+            self.turns.send_modify(|n| *n = n.wrapping_add(1));
             if !self.pending.is_empty() {
                 continue;
             }
@@ -415,6 +480,9 @@ impl Engine {
                     self.outbox_wake.notify_one();
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
+                Some(reply) = async { match self.pings.as_mut() { Some(p) => p.recv().await, None => std::future::pending().await } } => {
+                    let _ = reply.send(());
+                }
                 _ = sigterm.recv() => return self.shutdown("SIGTERM", &mut sigterm, &mut sigint).await,
                 _ = sigint.recv() => return self.shutdown("SIGINT", &mut sigterm, &mut sigint).await,
                 _ = sighup.recv() => {
@@ -763,6 +831,12 @@ impl Engine {
                 for c in &changes {
                     info!("{c}");
                 }
+                let listen = |c: &Config| c.settings.http.as_ref().map(|h| h.listen);
+                if listen(&config) != listen(&self.config) {
+                    warn!(
+                        "http.listen changed: the daemon keeps serving where it was until it restarts"
+                    );
+                }
                 self.config = Arc::new(config);
                 self.config_tx.send_replace(self.config.clone());
                 self.warned_unknown.clear();
@@ -829,6 +903,10 @@ impl Engine {
     ) -> Result<bool, DaemonError> {
         self.stopping = true;
         self.notifier.stopping();
+        // No new requests: the listener closes first.
+        if let Some(server) = &self.http {
+            server.close();
+        }
         let mut forced = false;
         let budget = self.config.settings.shutdown_timeout;
         info!(
@@ -907,10 +985,11 @@ impl Engine {
     /// Records that the engine is alive (for `worker status`).
     fn heartbeat(&mut self) {
         let now = self.clock.now();
-        if let Err(e) = self
-            .store
-            .write(|tx| tx.set_meta("heartbeat", &now.to_rfc3339()))
-        {
+        let result = self.store.write(|tx| {
+            tx.set_meta("heartbeat", &now.to_rfc3339())?;
+            tx.prune_changes(CHANGES_KEPT)
+        });
+        if let Err(e) = result {
             error!(error = %e, "cannot record the heartbeat");
         }
     }

@@ -122,6 +122,80 @@ pub fn remove(path: &Path) {
     let _ = fs::remove_file(rotated_path(path));
 }
 
+/// Follows one attempt's captured log as it grows, across the rotations of its cap (the full
+/// `N.log` becomes `N.log.1` and a new `N.log` starts): each [`Tail::pump`] copies what was
+/// written since the last.
+pub struct Tail {
+    path: PathBuf,
+    file: Option<File>,
+    /// The inode of `file`, to notice a rotation.
+    ino: u64,
+    /// Whether a file was opened yet (the first open also copies the rotated half).
+    opened: bool,
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    pub fn new(path: PathBuf) -> Tail {
+        Tail {
+            path,
+            file: None,
+            ino: 0,
+            opened: false,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Copies whatever was written since the last call to `out`; returns whether output was
+    /// lost meanwhile (one write larger than the cap truncated the file).
+    pub fn pump(&mut self, out: &mut impl Write) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let mut dropped = false;
+        loop {
+            if self.file.is_none() {
+                let f = match File::open(&self.path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(dropped),
+                    Err(e) => return Err(e),
+                };
+                self.ino = f.metadata()?.ino();
+                if !self.opened {
+                    // What was written before the last rotation comes first.
+                    if let Some(older) = read_tail(&rotated_path(&self.path), u64::MAX)? {
+                        out.write_all(&older)?;
+                    }
+                    self.opened = true;
+                }
+                self.file = Some(f);
+            }
+            let Some(file) = self.file.as_mut() else {
+                return Ok(dropped);
+            };
+            loop {
+                let n = file.read(&mut self.buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&self.buf[..n])?;
+            }
+            out.flush()?;
+            // Rotated (a new file at the path) or truncated (one write larger than the cap)?
+            let pos = file.stream_position()?;
+            match fs::metadata(&self.path) {
+                Ok(m) if m.ino() != self.ino => {
+                    // Ours is complete: the writer renamed it before starting the new one.
+                    self.file = None;
+                }
+                Ok(m) if m.len() < pos => {
+                    file.seek(SeekFrom::Start(0))?;
+                    dropped = true;
+                }
+                _ => return Ok(dropped),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,4 +199,23 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX runs_ready;
     CREATE INDEX runs_job_ready ON runs(job, priority DESC, due_at, id) WHERE state = 'queued';
     "#,
+    // 9: a log of state changes (one row per run created or changed state, one per step that
+    // changed state, with the state it changed to), written by triggers so that no path can
+    // forget it: the HTTP API's event stream replays it from a client's last event id.
+    // Also: runs of a job, newest first (`GET /runs`).
+    r#"
+    CREATE TABLE changes (
+        seq    INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        step   TEXT,
+        state  TEXT NOT NULL
+    );
+    CREATE TRIGGER runs_created AFTER INSERT ON runs
+        BEGIN INSERT INTO changes (run_id, state) VALUES (NEW.id, NEW.state); END;
+    CREATE TRIGGER runs_changed AFTER UPDATE OF state ON runs WHEN OLD.state IS NOT NEW.state
+        BEGIN INSERT INTO changes (run_id, state) VALUES (NEW.id, NEW.state); END;
+    CREATE TRIGGER steps_changed AFTER UPDATE OF state ON steps WHEN OLD.state IS NOT NEW.state
+        BEGIN INSERT INTO changes (run_id, step, state) VALUES (NEW.run_id, NEW.name, NEW.state); END;
+    CREATE INDEX runs_job_id ON runs(job, id);
+    "#,
 ];

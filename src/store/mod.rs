@@ -19,6 +19,7 @@ macro_rules! active {
 }
 
 mod alerts;
+mod changes;
 mod migrations;
 mod runs;
 mod schedules;
@@ -32,6 +33,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
+pub use changes::Change;
 pub use runs::{JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
 pub use schedules::FireRecord;
 pub use steps::StepEnd;
@@ -111,8 +113,24 @@ impl Store {
         // re-compiled whenever the cache resets its bindings: a fifth of the engine's CPU.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        // Switching a new database to WAL needs it to itself: a process opening it at the same
+        // moment as another (the daemon and a command, both first) can be told "locked" without
+        // the busy handler being asked, so it waits here as it would for any other lock.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        }
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",

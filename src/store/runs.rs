@@ -67,6 +67,10 @@ pub struct RunFilter {
     /// Dead runs not yet replaced by `queue:retry` (the DLQ).
     pub dlq: bool,
     pub limit: Option<u32>,
+    /// Only runs with a smaller id (paging newest first).
+    pub before: Option<RunId>,
+    /// Newest (highest id) first, whatever else is set.
+    pub newest_first: bool,
 }
 
 /// A deleted run and what names its captured output.
@@ -681,6 +685,10 @@ impl Tx<'_> {
         if filter.dlq {
             sql.push_str(" AND state = 'dead' AND retried_by IS NULL");
         }
+        if let Some(before) = filter.before {
+            args.push(before.into());
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
         (sql, args)
     }
 
@@ -688,7 +696,9 @@ impl Tx<'_> {
     pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
         let (cond, args) = Self::filter_sql(filter);
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs{cond}");
-        sql.push_str(if filter.finished || filter.dlq {
+        sql.push_str(if filter.newest_first {
+            " ORDER BY id DESC"
+        } else if filter.finished || filter.dlq {
             " ORDER BY finished_at DESC, id DESC"
         } else {
             " ORDER BY id"

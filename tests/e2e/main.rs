@@ -5,6 +5,7 @@
 //! nothing asserts on how fast something happened — speed is the benchmark harness's business.
 
 mod alerts;
+mod api;
 mod common;
 mod identity;
 mod operator;
