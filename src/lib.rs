@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod datadir;
 pub mod exec;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod objects;
 pub mod ops;

@@ -98,6 +98,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         OpenApiRouter::<S>::with_openapi(Doc::openapi())
             .nest("/api/v1", api())
             .routes(routes!(healthz))
+            .routes(routes!(metrics))
             .split_for_parts()
             .1
     })
@@ -109,6 +110,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(shared: S, protected: Router<S>) -> Router {
     let (api, _) = OpenApiRouter::new()
         .nest("/api/v1", api())
+        .routes(routes!(metrics))
         .split_for_parts();
     let protected = api.merge(protected).layer(middleware::from_fn_with_state(
         shared.clone(),
@@ -738,7 +740,28 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
 }
 
-// ---- health, login ----
+// ---- metrics, health, login ----
+
+/// Prometheus metrics (text format 0.0.4), counted by the store: see README, "Metrics".
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(State(s): State<S>) -> ApiResult<Response> {
+    let text = with_store(&s, |store, config, _| {
+        let (counts, paused) = read(store, |tx| {
+            Ok((tx.metric_counts()?, tx.paused_schedules()?))
+        })?;
+        Ok(crate::metrics::render(&counts, config, &paused, now()))
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
 
 /// 200 while the engine's loop answers within 5 s; 503 when it does not (or the daemon stops).
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
@@ -887,6 +910,7 @@ mod tests {
             "GET /api/v1/events",
             "GET /api/v1/openapi.json",
             "GET /healthz",
+            "GET /metrics",
         ];
         want.sort();
         assert_eq!(got, want);

@@ -218,4 +218,60 @@ pub const MIGRATIONS: &[&str] = &[
         BEGIN INSERT INTO changes (run_id, step, state) VALUES (NEW.run_id, NEW.name, NEW.state); END;
     CREATE INDEX runs_job_id ON runs(job, id);
     "#,
+    // 10: what deleted rows (pruned history, `queue:purge`) contributed to the metrics, kept so
+    // that the counters and histograms of `/metrics`, computed from the store, never go down.
+    // `metric` names the series; `a`, `b`, `c` its labels (for histograms `b` is the bucket's
+    // index, see `metrics::*_BUCKETS`). Written by triggers: no deleting path can forget it.
+    r#"
+    CREATE TABLE metric_totals (
+        metric TEXT    NOT NULL,
+        a      TEXT    NOT NULL,
+        b      TEXT    NOT NULL DEFAULT '',
+        c      TEXT    NOT NULL DEFAULT '',
+        n      INTEGER NOT NULL,
+        sum    REAL    NOT NULL DEFAULT 0,
+        PRIMARY KEY (metric, a, b, c)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER runs_counted BEFORE DELETE ON runs
+        WHEN OLD.state IN ('succeeded', 'dead', 'cancelled')
+    BEGIN
+        INSERT INTO metric_totals (metric, a, b, n) VALUES ('runs', OLD.job, OLD.state, 1)
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1;
+        INSERT INTO metric_totals (metric, a, b, n, sum)
+            SELECT 'run_duration', OLD.job, CASE WHEN d <= 0.1 THEN 0 WHEN d <= 0.5 THEN 1 WHEN d <= 1.0 THEN 2 WHEN d <= 5.0 THEN 3 WHEN d <= 10.0 THEN 4 WHEN d <= 30.0 THEN 5 WHEN d <= 60.0 THEN 6 WHEN d <= 300.0 THEN 7 WHEN d <= 900.0 THEN 8 WHEN d <= 1800.0 THEN 9 WHEN d <= 3600.0 THEN 10 WHEN d <= 7200.0 THEN 11 ELSE 12 END, 1, d
+            FROM (SELECT (OLD.finished_at - OLD.started_at) / 1000.0 AS d) WHERE d IS NOT NULL
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1, sum = sum + excluded.sum;
+        INSERT INTO metric_totals (metric, a, b, n, sum)
+            SELECT 'queue_wait', OLD.job, CASE WHEN d <= 0.005 THEN 0 WHEN d <= 0.01 THEN 1 WHEN d <= 0.05 THEN 2 WHEN d <= 0.1 THEN 3 WHEN d <= 0.5 THEN 4 WHEN d <= 1.0 THEN 5 WHEN d <= 5.0 THEN 6 WHEN d <= 10.0 THEN 7 WHEN d <= 60.0 THEN 8 WHEN d <= 300.0 THEN 9 WHEN d <= 3600.0 THEN 10 ELSE 11 END, 1, d
+            FROM (SELECT max(0, (SELECT max(started_at) FROM attempts WHERE run_id = OLD.id) - OLD.due_at) / 1000.0 AS d) WHERE d IS NOT NULL
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1, sum = sum + excluded.sum;
+    END;
+    CREATE TRIGGER runs_children_counted BEFORE DELETE ON runs
+    BEGIN
+        INSERT INTO metric_totals (metric, a, b, n)
+            SELECT 'attempts', OLD.job, outcome, count(*) FROM attempts
+            WHERE run_id = OLD.id AND outcome IS NOT NULL GROUP BY outcome
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO metric_totals (metric, a, b, c, n)
+            SELECT 'steps', OLD.job, name, state, count(*) FROM steps
+            WHERE run_id = OLD.id AND reused_from IS NULL
+                AND state IN ('succeeded', 'failed', 'skipped', 'cancelled')
+            GROUP BY name, state
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + excluded.n;
+    END;
+    CREATE TRIGGER fires_counted BEFORE DELETE ON fires
+    BEGIN
+        INSERT INTO metric_totals (metric, a, b, n) VALUES ('fires', OLD.schedule, OLD.outcome, OLD.count)
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO metric_totals (metric, a, b, n, sum)
+            SELECT 'fire_lag', '', CASE WHEN d <= 0.01 THEN 0 WHEN d <= 0.05 THEN 1 WHEN d <= 0.1 THEN 2 WHEN d <= 0.5 THEN 3 WHEN d <= 1.0 THEN 4 WHEN d <= 5.0 THEN 5 WHEN d <= 30.0 THEN 6 WHEN d <= 60.0 THEN 7 WHEN d <= 300.0 THEN 8 WHEN d <= 3600.0 THEN 9 ELSE 10 END, 1, d
+            FROM (SELECT max(0, OLD.recorded_at - OLD.fire_at) / 1000.0 AS d) WHERE OLD.outcome = 'enqueued'
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1, sum = sum + excluded.sum;
+    END;
+    CREATE TRIGGER alerts_counted BEFORE DELETE ON alerts WHEN OLD.status != 'pending'
+    BEGIN
+        INSERT INTO metric_totals (metric, a, b, n) VALUES ('alerts', OLD.channel, OLD.status, 1)
+            ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1;
+    END;
+    "#,
 ];

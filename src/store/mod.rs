@@ -20,6 +20,7 @@ macro_rules! active {
 
 mod alerts;
 mod changes;
+mod metrics;
 mod migrations;
 mod runs;
 mod schedules;
@@ -34,6 +35,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
 pub use changes::Change;
+pub use metrics::{Count, Hist, MetricCounts};
 pub use runs::{JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
 pub use schedules::FireRecord;
 pub use steps::StepEnd;

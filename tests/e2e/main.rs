@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod common;
 mod identity;
+mod metrics;
 mod operator;
 mod peers;
 mod schedules;
