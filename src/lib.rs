@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod store;
 pub mod units;
 pub mod wake;
+pub mod web;
 pub mod workflow;
 
 /// `0.1.0 (abc123def456)`: the crate version and the git commit it was built from.

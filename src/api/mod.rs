@@ -81,7 +81,7 @@ impl Shared {
 
 /// The whole application: API, OpenAPI document, health, login.
 pub fn app(shared: Arc<Shared>) -> axum::Router {
-    routes::router(shared, axum::Router::new())
+    routes::router(shared, crate::web::router())
 }
 
 /// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.

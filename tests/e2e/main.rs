@@ -7,6 +7,7 @@
 mod alerts;
 mod api;
 mod common;
+mod dashboard;
 mod identity;
 mod metrics;
 mod operator;
