@@ -212,6 +212,51 @@ pub fn add(
     Ok(added)
 }
 
+/// Enqueues independent `requests` (each its own answer: one refused does not refuse the
+/// others) in as few transactions as it can: all in one, or, when one of them is refused, each
+/// in its own. Returns each one's outcome with the run it names. Does not wake the daemon: the
+/// caller does, once.
+pub fn add_each(
+    store: &mut Store,
+    config: &Config,
+    requests: &[Request],
+    now: Time,
+) -> Vec<OpResult<(Added, crate::model::Run)>> {
+    fn one(
+        tx: &crate::store::Tx<'_>,
+        config: &Config,
+        r: &Request,
+        now: Time,
+    ) -> OpResult<(Added, crate::model::Run)> {
+        let e = enqueue(tx, config, r, now).map_err(enqueue_error)?;
+        let run = tx
+            .run(e.id)?
+            .ok_or_else(|| OpError::UnknownRun(format!("run {} vanished", e.id)))?;
+        Ok((
+            Added {
+                id: e.id,
+                existing: e.existing,
+            },
+            run,
+        ))
+    }
+    let together = store.write(|tx| {
+        requests
+            .iter()
+            .map(|r| one(tx, config, r, now))
+            .collect::<OpResult<Vec<_>>>()
+    });
+    match together {
+        Ok(all) => all.into_iter().map(Ok).collect(),
+        Err(e) if requests.len() == 1 => vec![Err(e)],
+        // Someone's request was refused (rolled back with the rest): each on its own now.
+        Err(_) => requests
+            .iter()
+            .map(|r| store.write(|tx| one(tx, config, r, now)))
+            .collect(),
+    }
+}
+
 fn enqueue_error(e: EnqueueError) -> OpError {
     match e {
         EnqueueError::UnknownJob(j) => OpError::UnknownName(format!("unknown job `{j}`")),

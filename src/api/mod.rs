@@ -13,6 +13,7 @@
 
 mod auth;
 mod db;
+mod enqueue;
 mod error;
 mod events;
 mod logs;
@@ -28,6 +29,7 @@ use crate::datadir::DataDir;
 
 pub use auth::{load_or_create_token, token_path};
 pub use db::Db;
+pub use enqueue::Enqueuer;
 pub use serve::{Server, bind};
 
 /// The store's meta key of the address the server listens on (`worker ui` reads it).
@@ -48,6 +50,8 @@ pub struct Shared {
     /// The configuration the daemon runs (replaced on each reload).
     pub config: watch::Receiver<Arc<Config>>,
     pub db: Arc<Db>,
+    /// Enqueues `POST /jobs/{job}/runs` requests with group commit.
+    pub enqueuer: Enqueuer,
     pub auth: auth::Auth,
     pub link: Link,
     /// Becomes `true` when the daemon stops: long responses (events, followed logs) end.
@@ -59,6 +63,7 @@ impl Shared {
         data: DataDir,
         config: watch::Receiver<Arc<Config>>,
         db: Arc<Db>,
+        enqueuer: Enqueuer,
         link: Link,
         stop: watch::Receiver<bool>,
         port: u16,
@@ -68,6 +73,7 @@ impl Shared {
             data,
             config,
             db,
+            enqueuer,
             link,
             stop,
         }

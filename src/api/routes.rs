@@ -315,21 +315,20 @@ async fn enqueue(
             _ => opts.key = Some(h),
         }
     }
-    with_store(&s, move |store, config, data| {
-        let now = now();
-        let req = ops::request(config, &job, opts, Trigger::Queue, now)?;
-        let added = ops::add(data, store, config, &[req], now)?;
-        let a = added
-            .first()
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "nothing enqueued"))?;
-        let run = run_object(store, a.id)?;
-        Ok(if a.existing {
-            (StatusCode::OK, Json(run)).into_response()
-        } else {
-            created(format!("/api/v1/runs/{}", a.id), run)
-        })
+    let config = s.config();
+    let req = ops::request(&config, &job, opts, Trigger::Queue, now())
+        .map_err(|e| ApiError::from(e).masked(&config.secrets))?;
+    let (added, run) = s
+        .enqueuer
+        .add(req)
+        .await
+        .map_err(|e| e.masked(&config.secrets))?;
+    let body = objects::run_json(&run);
+    Ok(if added.existing {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        created(format!("/api/v1/runs/{}", added.id), body)
     })
-    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

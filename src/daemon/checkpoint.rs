@@ -35,6 +35,16 @@ impl Checkpointer {
         })
     }
 
+    /// A poke for another thread's connection (which disables its automatic checkpoints too).
+    pub fn poker(&self) -> impl Fn() + Send + 'static {
+        let p = self.poke.clone();
+        move || {
+            if let Some(p) = &p {
+                let _ = p.try_send(());
+            }
+        }
+    }
+
     /// Something was committed: checkpoint soon. Never blocks; pokes coalesce.
     pub fn poke(&self) {
         if let Some(p) = &self.poke {

@@ -321,10 +321,18 @@ impl Engine {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let db = crate::api::Db::new(self.data.db_path(), self.config.settings.durability);
+        let enqueuer = crate::api::Enqueuer::start(
+            self.data.clone(),
+            self.config.settings.durability,
+            self.config_tx.subscribe(),
+            self.checkpointer.poker(),
+        )
+        .map_err(|e| DaemonError::Io(format!("cannot start the enqueue thread: {e}")))?;
         let shared = Arc::new(crate::api::Shared::new(
             self.data.clone(),
             self.config_tx.subscribe(),
             db,
+            enqueuer,
             link,
             stop_rx,
             bound.port(),
