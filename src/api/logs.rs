@@ -195,16 +195,8 @@ async fn stream(s: Arc<Shared>, id: RunId, target: Target, tx: mpsc::Sender<Byte
             Ok((f, r))
         })
         .await;
-        let (f, r) = match r {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = tx
-                    .send(Bytes::from(format!("[worker: {}]\n", e.message)))
-                    .await;
-                return;
-            }
-        };
-        let (chunk, ended) = match r {
+        // A failure to read ends the response with a line that says why.
+        let (f, chunk, ended) = match r.and_then(|(f, r)| r.map(|(c, e)| (f, c, e))) {
             Ok(x) => x,
             Err(e) => {
                 let _ = tx
