@@ -1,6 +1,7 @@
 //! Accepting connections, with limits a hostile or careless client cannot get around.
 //!
-//! - At most [`max_connections`] at once; past that, new ones wait in the kernel's backlog.
+//! - At most [`max_connections`] at once; past that, the one silent the longest is closed to
+//!   make room (or, if every one is busy, the newcomer gets 503).
 //! - A request's head must arrive within [`HEADER_TIMEOUT`] (slowloris).
 //! - A connection with no traffic for [`IDLE_TIMEOUT`] is closed once its response is done
 //!   (idle keep-alive connections are not kept forever).
@@ -8,17 +9,18 @@
 //!
 //! A stop closes the listener first, then asks each connection to finish its response and close.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 /// How long a client may take to send a request's head.
@@ -95,6 +97,27 @@ impl Server {
     }
 }
 
+/// The open connections: when their cap is reached, the one silent the longest is asked to
+/// close to make room (idle keep-alive connections cannot lock everyone else out).
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    open: HashMap<u64, (Arc<AtomicU64>, Arc<Notify>)>,
+}
+
+impl Registry {
+    fn evict_idlest(registry: &Mutex<Registry>) {
+        let Ok(r) = registry.lock() else { return };
+        if let Some((_, close)) = r
+            .open
+            .values()
+            .min_by_key(|(last, _)| last.load(Ordering::Relaxed))
+        {
+            close.notify_one();
+        }
+    }
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -102,30 +125,59 @@ async fn accept_loop(
     max: usize,
 ) {
     let permits = Arc::new(Semaphore::new(max));
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let clock = tokio::time::Instant::now();
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         max_connections = max, "HTTP server listening");
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = super::stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors, most likely: let some connections end first.
                     warn!(error = %e, "cannot accept an HTTP connection");
+                    Registry::evict_idlest(&registry);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = super::stopped(&mut stop) => break,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: the connection silent the longest makes room (an idle one closes at
+                // once; one in the middle of a response first finishes it).
+                Registry::evict_idlest(&registry);
+                match tokio::time::timeout(EVICT_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    }
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let stop = stop.clone();
+        let last = Arc::new(AtomicU64::new(clock.elapsed().as_millis() as u64));
+        let close = Arc::new(Notify::new());
+        let id = match registry.lock() {
+            Ok(mut r) => {
+                r.next += 1;
+                let id = r.next;
+                r.open.insert(id, (last.clone(), close.clone()));
+                id
+            }
+            Err(_) => 0,
+        };
+        let registry = registry.clone();
         tokio::spawn(async move {
-            connection(stream, peer, app, stop).await;
+            connection(stream, peer, app, stop, Activity { clock, last }, close).await;
+            if let Ok(mut r) = registry.lock() {
+                r.open.remove(&id);
+            }
             drop(permit);
         });
     }
@@ -134,14 +186,36 @@ async fn accept_loop(
     debug!("HTTP listener closed");
 }
 
+/// How long a new connection waits for an evicted one to close before it is refused.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Every connection's place is taken by one that is busy: 503, and close.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ),
+    )
+    .await;
+}
+
+/// When a byte last went either way on a connection (milliseconds since `clock`, the server's).
+struct Activity {
+    clock: tokio::time::Instant,
+    last: Arc<AtomicU64>,
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
+    activity: Activity,
+    close: Arc<Notify>,
 ) {
-    let clock = tokio::time::Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let Activity { clock, last } = activity;
     let io = TokioIo::new(Tracked {
         inner: stream,
         last: last.clone(),
@@ -166,11 +240,15 @@ async fn connection(
                 return;
             }
             _ = tick.tick(), if !closing => {
-                let silent = clock.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                let silent = (clock.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed));
                 if silent >= IDLE_TIMEOUT.as_millis() as u64 {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
+            }
+            _ = close.notified(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
             _ = super::stopped(&mut stop), if !closing => {
                 conn.as_mut().graceful_shutdown();

@@ -844,3 +844,64 @@ fn open_files_limit() -> usize {
     }
     l.rlim_cur as usize
 }
+
+/// With every connection slot held by idle clients, a new client is served at once: the
+/// connection silent the longest is closed to make room (not after its 60 s idle timeout).
+#[test]
+fn idle_connections_make_room_for_new_clients() {
+    use std::os::unix::process::CommandExt;
+    let e = http_env();
+    e.job("hello", "run: echo hi\n");
+    // 256 open files: the daemon serves at most 64 connections at once.
+    let _d = e.daemon_with(|c| {
+        // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let h = Http::of(&e);
+    let addr = h.base.trim_start_matches("http://").to_string();
+    // 100 clients each make a request and keep their connection open, idle.
+    let ask = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&got).contains("\"ok\"}") {
+            let n = s.read(&mut buf).expect("an answer");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            ask(&mut s);
+            s
+        })
+        .collect();
+    // A plain request on a fresh connection, with a deadline well below the idle timeout.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .expect("an answer before the idle connections time out");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(idle);
+}
