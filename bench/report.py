@@ -53,6 +53,16 @@ def ratio(a, b, higher_better=True):
     return f"{r:.2f}×"
 
 
+def latency_table(lines, heading, r):
+    """Appends a section's heading and its p50/p99 table of every system; returns worker's p99."""
+    lines += [heading, "", "| system | p50 | p99 | worker p99 vs it |", "|---|---|---|---|"]
+    wk = cell(r["worker"], "p99_ms")[1]
+    for s, rs in r.items():
+        lines.append(f"| {s} | {cell(rs, 'p50_ms', ' ms')[0]} | {cell(rs, 'p99_ms', ' ms')[0]} | "
+                     f"{'-' if s == 'worker' else ratio(wk, cell(rs, 'p99_ms')[1], False)} |")
+    return wk
+
+
 def main(raw, out):
     data = json.loads(Path(raw).read_text())
     m, res = data["machine"], data["results"]
@@ -99,24 +109,14 @@ def main(raw, out):
         targets.append(("W2 ≥ 50,000 runs/s", fmt(v), v >= 50_000))
     if "W3" in res:
         r = w("W3")
-        lines += ["## W3 — pickup latency: enqueue on an idle daemon → the job's first instruction", "",
-                  "| system | p50 | p99 | worker p99 vs it |", "|---|---|---|---|"]
-        wk = cell(r["worker"], "p99_ms")[1]
-        for s, rs in r.items():
-            lines.append(f"| {s} | {cell(rs, 'p50_ms', ' ms')[0]} | {cell(rs, 'p99_ms', ' ms')[0]} | "
-                         f"{'-' if s == 'worker' else ratio(wk, cell(rs, 'p99_ms')[1], False)} |")
+        wk = latency_table(lines, "## W3 — pickup latency: enqueue on an idle daemon → the job's first instruction", r)
         lines += ["", "worker's enqueue is a `worker queue:add` process (start-up, configuration, one fsync'd "
                   "commit, wake-up datagram); the peers' are a library call in a running client, except pueue's "
                   "`pueue add`.", ""]
         targets.append(("W3 p99 ≤ 50 ms", fmt(wk, " ms"), wk <= 50))
     if "W3b" in res:
         r = w("W3b")
-        lines += ["## W3b — pickup latency through the API: `POST /api/v1/jobs/{job}/runs` → the job's first instruction", "",
-                  "| system | p50 | p99 | worker p99 vs it |", "|---|---|---|---|"]
-        wk = cell(r["worker"], "p99_ms")[1]
-        for s, rs in r.items():
-            lines.append(f"| {s} | {cell(rs, 'p50_ms', ' ms')[0]} | {cell(rs, 'p99_ms', ' ms')[0]} | "
-                         f"{'-' if s == 'worker' else ratio(wk, cell(rs, 'p99_ms')[1], False)} |")
+        wk = latency_table(lines, "## W3b — pickup latency through the API: `POST /api/v1/jobs/{job}/runs` → the job's first instruction", r)
         lines += ["", "worker: 1,000 POSTs back to back on one kept-alive connection (http.client), t0 before "
                   "the request is sent; the peers: their W3 driver with 1,000 enqueues from a warm client.", ""]
         peers = {s: cell(rs, "p99_ms")[1] for s, rs in r.items() if s != "worker"}

@@ -75,10 +75,6 @@ fn text(body: axum::body::Body) -> Response {
         .into_response()
 }
 
-fn not_found(m: String) -> ApiError {
-    ApiError::not_found(m)
-}
-
 /// What `attempt`/`step` name for run `id`, checked.
 fn resolve(
     store: &mut Store,
@@ -92,10 +88,11 @@ fn resolve(
         };
         Ok::<_, StoreError>(Some((run, tx.attempts(id)?)))
     })?;
-    let (run, attempts) = found.ok_or_else(|| not_found(format!("run {id} does not exist")))?;
+    let (run, attempts) =
+        found.ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))?;
     if let Some(name) = step {
         let Some(s) = run.steps.iter().find(|s| s.name == name) else {
-            return Err(not_found(if run.has_steps {
+            return Err(ApiError::not_found(if run.has_steps {
                 format!("run {id} ({}) has no step `{name}`", run.job)
             } else {
                 format!("run {id} ({}) has no steps", run.job)
@@ -104,7 +101,7 @@ fn resolve(
         if let Some(n) = attempt
             && (n == 0 || n > s.attempts)
         {
-            return Err(not_found(format!(
+            return Err(ApiError::not_found(format!(
                 "step {name} of run {id} has no execution {n} (it has {})",
                 s.attempts
             )));
@@ -117,7 +114,7 @@ fn resolve(
     if let Some(n) = attempt
         && !attempts.iter().any(|a| a.number == n)
     {
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "run {id} has no attempt {n} (it has {})",
             attempts.len()
         )));

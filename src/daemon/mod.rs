@@ -442,7 +442,9 @@ impl Engine {
                 }
             };
             self.notifier.alive();
-            self.turns.send_modify(|n| *n = n.wrapping_add(1));
+            if self.http.is_some() {
+                self.turns.send_modify(|n| *n = n.wrapping_add(1));
+            }
             if !self.pending.is_empty() {
                 continue;
             }

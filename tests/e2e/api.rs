@@ -152,6 +152,16 @@ pub fn http_env() -> Env {
     e
 }
 
+/// `scheduler.yaml` with the HTTP server and a schedule `nightly` of `job` (03:00 UTC).
+pub fn with_nightly(e: &Env, job: &str) {
+    e.file(
+        "scheduler.yaml",
+        &format!(
+            "http:\n  listen: 127.0.0.1:0\nschedules:\n  - job: {job}\n    name: nightly\n    cron: \"0 3 * * *\"\n"
+        ),
+    );
+}
+
 #[test]
 fn every_route_needs_a_token_but_health_and_cookies_need_the_same_origin() {
     let e = http_env();
@@ -247,10 +257,7 @@ fn every_route_needs_a_token_but_health_and_cookies_need_the_same_origin() {
 fn every_documented_route_is_served() {
     let e = http_env();
     e.job("hello", "run: echo hi\n");
-    e.file(
-        "scheduler.yaml",
-        "http:\n  listen: 127.0.0.1:0\nschedules:\n  - job: hello\n    name: nightly\n    cron: \"0 3 * * *\"\n",
-    );
+    with_nightly(&e, "hello");
     let _d = e.daemon();
     let h = Http::of(&e);
     let doc = h.get("/api/v1/openapi.json").json();
@@ -717,10 +724,7 @@ fn the_event_stream_replays_from_the_last_event_id() {
 fn schedules_pause_and_resume_over_http_and_it_sticks() {
     let e = http_env();
     e.job("hello", "run: echo hi\n");
-    e.file(
-        "scheduler.yaml",
-        "http:\n  listen: 127.0.0.1:0\nschedules:\n  - job: hello\n    name: nightly\n    cron: \"0 3 * * *\"\n",
-    );
+    with_nightly(&e, "hello");
     {
         let _d = e.daemon();
         let h = Http::of(&e);

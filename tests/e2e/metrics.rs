@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::api::{Http, http_env};
+use crate::api::{Http, http_env, with_nightly};
 
 /// The value of the sample `series` (name with labels, as printed), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -33,10 +33,7 @@ fn metrics_count_what_happened_and_survive_restarts_and_purges() {
         "flow",
         "steps:\n  - name: one\n    run: echo 1\n  - name: two\n    run: echo 2\n",
     );
-    e.file(
-        "scheduler.yaml",
-        "http:\n  listen: 127.0.0.1:0\nschedules:\n  - job: ok\n    name: nightly\n    cron: \"0 3 * * *\"\n",
-    );
+    with_nightly(&e, "ok");
     let text = {
         let _d = e.daemon();
         let h = Http::of(&e);
