@@ -578,7 +578,14 @@ impl Engine {
             f.halt
                 .or(stopping.then_some(crate::workflow::run::Halt::Stop))
         };
-        let result = self.store.write(|tx| {
+        // With nothing of our own to record, the turn is a look (a wake-up from another
+        // writer, a periodic check) that usually finds nothing to write: it then takes no write
+        // lock, so it neither waits for the API's enqueues nor holds them up.
+        let only_looking = dones.is_empty()
+            && step_dones.is_empty()
+            && due_schedules.is_empty()
+            && revisit.is_empty();
+        let body = |tx: &crate::store::Tx<'_>| {
             let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());
             for d in &dones {
@@ -699,7 +706,12 @@ impl Engine {
                 next_due,
                 firing,
             })
-        });
+        };
+        let result = if only_looking {
+            self.store.write_if_needed(body)
+        } else {
+            self.store.write(body)
+        };
         let turn = match result {
             Ok(t) => t,
             Err(e) => {

@@ -640,3 +640,57 @@ fn reopening_is_idempotent_and_newer_schemas_are_refused() {
     assert!(err.contains("newer than this worker"), "{err}");
     let _ = Path::new("");
 }
+
+#[test]
+fn a_turn_with_nothing_to_write_neither_waits_for_nor_blocks_another_writer() {
+    let mut w = world(&[("a", "command: [/bin/true]\n")]);
+    let later = w.now + chrono::Duration::days(1);
+    let mut req = Request::new("a", Trigger::Queue);
+    req.due_at = Some(later);
+    w.add(req);
+    let path = w._dir.path().join("worker.db");
+    let mut other = Store::open(&path, Durability::Normal).unwrap();
+    let (config, now) = (&w.config, w.now);
+    // While the other connection holds the write lock, a look that finds nothing to write
+    // returns at once (under `BEGIN IMMEDIATE` it would wait out the busy timeout).
+    let looked = w.store.write(|_held| {
+        other.write_if_needed(|tx| {
+            lifecycle::promote_due(tx, config, now)?;
+            lifecycle::claim(tx, config, "daemon", now, 4)
+        })
+    });
+    let (claimed, _) = looked.unwrap();
+    assert!(claimed.is_empty());
+}
+
+#[test]
+fn a_turn_that_finds_work_after_another_commit_runs_again_under_the_write_lock() {
+    let mut w = world(&[("a", "command: [/bin/true]\n")]);
+    let path = w._dir.path().join("worker.db");
+    let mut other = Store::open(&path, Durability::Normal).unwrap();
+    let config = w.config.clone();
+    let now = w.now;
+    let mut passes = 0;
+    let claimed = other
+        .write_if_needed(|tx| {
+            passes += 1;
+            // The snapshot begins here; then a run is enqueued by another connection.
+            let before = tx.queued_jobs()?;
+            if passes == 1 {
+                assert!(before.is_empty());
+                w.store
+                    .write(|t| enqueue(t, &config, &Request::new("a", Trigger::Queue), now))
+                    .unwrap();
+            }
+            // This snapshot does not see it; writing anything on a stale snapshot is refused.
+            tx.set_state(9999, RunState::Queued)?;
+            lifecycle::claim(tx, &config, "daemon", now, 4)
+        })
+        .unwrap()
+        .0;
+    assert_eq!(
+        passes, 2,
+        "the first pass ran on a stale snapshot and was run again"
+    );
+    assert_eq!(claimed.len(), 1, "the second pass saw the new run");
+}

@@ -1,46 +1,49 @@
-//! The store: one SQLite database (WAL) shared by the daemon and every command.
+//! The store: where runs, attempts, steps, schedules' fires and alerts are kept — an SQLite
+//! database in the data directory (the default) or a PostgreSQL database shared by several
+//! daemons.
 //!
 //! Architecture invariant: this is the only module that speaks SQL. Everything else goes through
-//! [`Store::write`] / [`Store::read`] and the typed operations of [`Tx`]; the rules that decide
-//! *which* operations to perform live in `queue`.
+//! [`Store::write`] / [`Store::read`] and the typed operations of [`Tx`] (the traits
+//! [`RunOps`], [`StepOps`], [`AlertOps`], [`ScheduleOps`], [`ChangeOps`], [`MetricOps`], which
+//! each engine implements in its own dialect); the rules that decide *which* operations to
+//! perform live in `queue`, `schedule`, `alert` and `workflow`, and never know which engine they
+//! talk to.
 //!
-//! Writes use `BEGIN IMMEDIATE`, so two processes never both read-then-write on stale data: the
-//! database is the arbiter of every claim, and a write transaction that returned has been made
-//! durable (`synchronous = FULL` by default).
-
-/// The predicate of the partial index `runs_active` (unfinished runs). SQLite uses a partial
-/// index only when a query's WHERE repeats its predicate, so every query on a subset of
-/// unfinished runs starts with this fragment (`concat!`ed at compile time) — otherwise it scans
-/// the whole table, and history can hold millions of runs.
-macro_rules! active {
-    () => {
-        "state IN ('delayed', 'waiting', 'queued', 'running', 'retrying', 'suspended')"
-    };
-}
+//! Write transactions are serialised: two writers never both read-then-write on stale data, so
+//! the database is the arbiter of every claim, and a write transaction that returned has been made
+//! durable.
 
 mod alerts;
 mod changes;
 mod metrics;
-mod migrations;
 mod runs;
 mod schedules;
+mod sqlite;
 mod steps;
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+pub use alerts::{AlertOps, AlertRow, DueDeadline, NewAlert, Window};
+pub use changes::{Change, ChangeOps};
+pub use metrics::{Count, Hist, MetricCounts, MetricOps};
+pub use runs::{
+    JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, RunOps, StatusCounts,
+};
+pub use schedules::{FireRecord, ScheduleOps};
+pub use steps::{StepEnd, StepOps};
 
-pub use alerts::{AlertRow, DueDeadline, NewAlert, Window};
-pub use changes::Change;
-pub use metrics::{Count, Hist, MetricCounts};
-pub use runs::{JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, StatusCounts};
-pub use schedules::FireRecord;
-pub use steps::StepEnd;
+use sqlite::SqliteStore;
 
-/// How hard SQLite works to keep a committed transaction across a power loss.
+/// Every operation of a store transaction, whichever the engine.
+pub trait Ops: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps {}
+
+impl<T: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps> Ops for T {}
+
+/// An open transaction, read or write, on either engine: what the queue, schedule, alert and
+/// workflow logic is given.
+pub type Tx<'a> = dyn Ops + 'a;
+
+/// How hard the store works to keep a committed transaction across a power loss.
 ///
 /// Commands (`queue:add`, `worker job`…) always commit with [`Durability::Full`]: a run whose id
 /// was printed survives even a power loss. The daemon's own state changes (claims, attempt ends,
@@ -81,127 +84,49 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// How long a command waits for another process's write transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A connection to the database.
+/// A connection to the store.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// Pending alerts written by the last committed write transaction (so the daemon wakes its
-    /// outbox only when there is something to deliver).
-    alerts_written: u32,
+    engine: Engine,
+}
+
+enum Engine {
+    Sqlite(SqliteStore),
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) the database at `path`.
+    /// Opens (creating and migrating if needed) the SQLite database at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Store> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // The engine's turn alone uses a few dozen distinct statements: keep them all parsed.
-        conn.set_prepared_statement_cache_capacity(256);
-        // Plans never depend on bound values (there are no statistics to consult anyway). Without
-        // this, a statement whose parameter meets a partial index or a LIMIT is thrown away and
-        // re-compiled whenever the cache resets its bindings: a fifth of the engine's CPU.
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(open_err)?;
-        // Switching a new database to WAL needs it to itself: a process opening it at the same
-        // moment as another (the daemon and a command, both first) can be told "locked" without
-        // the busy handler being asked, so it waits here as it would for any other lock.
-        let started = std::time::Instant::now();
-        loop {
-            match conn.pragma_update(None, "journal_mode", "WAL") {
-                Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(
-                        e.code,
-                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                    ) && started.elapsed() < BUSY_TIMEOUT =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(open_err(e)),
-            }
-        }
-        let sync = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-            alerts_written: 0,
-        };
-        store.migrate()?;
-        Ok(store)
+        Ok(Store {
+            engine: Engine::Sqlite(SqliteStore::open(path, durability)?),
+        })
     }
 
+    /// Where the store is, for messages.
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.engine {
+            Engine::Sqlite(s) => s.path(),
+        }
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let known = migrations::MIGRATIONS.len() as i64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: version,
-                known,
-            });
-        }
-        for (i, sql) in migrations::MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(version as usize)
-        {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if it returns `Ok`.
+    /// Runs `f` in a write transaction, committing if it returns `Ok`. Write transactions are
+    /// serialised across every process that uses the store.
     pub fn write<T, E: From<StoreError>>(
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let wrapped = Tx {
-            tx,
-            alerts: Cell::new(0),
-        };
-        let out = f(&wrapped)?;
-        let alerts = wrapped.alerts.get();
-        wrapped.tx.commit().map_err(StoreError::from)?;
-        self.alerts_written = alerts;
-        Ok(out)
+        match &mut self.engine {
+            Engine::Sqlite(s) => s.write(f),
+        }
     }
 
-    /// How many pending alerts the last committed write transaction added.
-    pub fn alerts_written(&self) -> u32 {
-        self.alerts_written
+    /// Runs `f` in a transaction that takes the write lock only if it writes: for work that
+    /// usually finds nothing to write (a wake-up that was not for us), so that it neither waits
+    /// for, nor holds up, another writer. `f` may run twice (the second time under the write
+    /// lock), so it must have no effect outside the transaction that it cannot repeat.
+    pub fn write_if_needed<T>(&mut self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match &mut self.engine {
+            Engine::Sqlite(s) => s.write_if_needed(f),
+        }
     }
 
     /// Runs `f` in a read transaction: one consistent snapshot.
@@ -209,50 +134,40 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::from)?;
-        let wrapped = Tx {
-            tx,
-            alerts: Cell::new(0),
-        };
-        let out = f(&wrapped)?;
-        wrapped.tx.finish().map_err(StoreError::from)?;
-        Ok(out)
+        match &mut self.engine {
+            Engine::Sqlite(s) => s.read(f),
+        }
+    }
+
+    /// How many pending alerts the last committed write transaction added.
+    pub fn alerts_written(&self) -> u32 {
+        match &self.engine {
+            Engine::Sqlite(s) => s.alerts_written(),
+        }
     }
 
     /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
-    /// connection's commits never wait for a checkpoint's fsync.
+    /// connection's commits never wait for a checkpoint's fsync. Nothing to do on PostgreSQL.
     pub fn disable_autocheckpoint(&self) -> Result<()> {
-        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(())
+        match &self.engine {
+            Engine::Sqlite(s) => s.disable_autocheckpoint(),
+        }
     }
 
-    /// Copies what it can of the WAL into the database without blocking writers
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`). Returns (WAL frames, frames checkpointed).
+    /// Copies what it can of the WAL into the database without blocking writers. Returns (WAL
+    /// frames, frames checkpointed).
     pub fn checkpoint(&self) -> Result<(i64, i64)> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?)
+        match &self.engine {
+            Engine::Sqlite(s) => s.checkpoint(),
+        }
     }
 
     /// Bytes the database occupies on disk (main file plus WAL).
     pub fn disk_bytes(&self) -> u64 {
-        let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        main + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+        match &self.engine {
+            Engine::Sqlite(s) => s.disk_bytes(),
+        }
     }
-}
-
-/// An open transaction and the typed operations on it.
-pub struct Tx<'c> {
-    tx: rusqlite::Transaction<'c>,
-    /// Pending alerts inserted so far.
-    alerts: Cell<u32>,
 }
 
 /// The due time of a suspended run that only a signal wakes (9999-12-31T23:59:59Z): never due,
@@ -262,118 +177,4 @@ pub const NEVER_MS: i64 = 253_402_300_799_000;
 /// Whether a stored time is [`NEVER_MS`].
 pub fn is_never(t: crate::model::Time) -> bool {
     t.timestamp_millis() >= NEVER_MS
-}
-
-/// Milliseconds since the Unix epoch, as stored.
-fn ms(t: crate::model::Time) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(ms: i64) -> Result<crate::model::Time> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
-}
-
-fn opt_time(ms: Option<i64>) -> Result<Option<crate::model::Time>> {
-    ms.map(time).transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A full scan of `runs` on the engine's path costs O(history) per turn: with a million
-    /// finished runs, every start would wait for it. Each hot statement must use an index.
-    #[test]
-    fn hot_statements_never_scan_the_runs_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
-        for sql in runs::HOT_SQL {
-            let mut stmt = store
-                .conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap();
-            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
-            let plan: Vec<String> = stmt
-                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
-                .unwrap()
-                .map(|d| d.unwrap())
-                .collect();
-            assert!(
-                !plan.iter().any(|d| d == "SCAN runs"),
-                "full scan of runs for:\n{sql}\nplan: {plan:?}"
-            );
-        }
-    }
-
-    /// A cached statement must stay compiled across bindings. SQLite otherwise re-compiles one
-    /// whose parameter could sway the plan (a `LIMIT ?` going from 1 to 2, a parameter next to a
-    /// partial index) every time its bindings are cleared — which the statement cache does on
-    /// every reuse.
-    #[test]
-    fn hot_statements_are_compiled_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
-        for sql in runs::HOT_SQL {
-            for value in [1i64, 2, 0, 7] {
-                let mut stmt = store.conn.prepare_cached(sql).unwrap();
-                let values = vec![value; stmt.parameter_count()];
-                let mut rows = stmt.query(rusqlite::params_from_iter(values)).unwrap();
-                while rows.next().unwrap().is_some() {}
-            }
-            let stmt = store.conn.prepare_cached(sql).unwrap();
-            assert_eq!(
-                stmt.get_status(rusqlite::StatementStatus::RePrepare),
-                0,
-                "re-compiled on a new binding:\n{sql}"
-            );
-        }
-    }
-
-    /// Percentiles are nearest-rank over each job's finished runs' last attempts.
-    #[test]
-    fn job_stats_percentiles() {
-        use crate::model::{Priority, RunState, Trigger};
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
-        let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let env = std::collections::BTreeMap::new();
-        store
-            .write(|tx| {
-                for ms_taken in 1..=20i64 {
-                    let id = tx.insert_run(&NewRun {
-                        job: "a",
-                        state: RunState::Queued,
-                        priority: Priority::Normal,
-                        trigger: Trigger::Queue,
-                        key: None,
-                        max_attempts: 1,
-                        created_at: t0,
-                        due_at: t0,
-                        env: &env,
-                        schedule: None,
-                        scheduled_at: None,
-                        owner: None,
-                        retry_of: None,
-                        error: None,
-                        finished_at: None,
-                        definition: None,
-                        input: None,
-                        origin: None,
-                    })?;
-                    let (_, seq) = tx.start_attempt(id, "daemon", t0, false)?;
-                    let end = t0 + chrono::Duration::milliseconds(ms_taken);
-                    tx.end_attempt(id, seq, end, "succeeded", Some(0), None, None, None)?;
-                    tx.finish_run(id, RunState::Succeeded, end, None, Some(0), None)?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .unwrap();
-        let stats = store.read(|tx| tx.job_stats()).unwrap();
-        assert_eq!(stats.len(), 1);
-        assert_eq!(
-            (stats[0].succeeded, stats[0].p50_ms, stats[0].p95_ms),
-            (20, Some(10), Some(19))
-        );
-    }
 }

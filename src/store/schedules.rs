@@ -1,8 +1,6 @@
 //! Operations on schedule cursors and recorded fires.
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Result, Tx, ms, time};
+use super::Result;
 use crate::model::{RunId, RunState, Time};
 
 /// A recorded fire.
@@ -19,55 +17,22 @@ pub struct FireRecord {
     pub recorded_at: Time,
 }
 
-impl Tx<'_> {
+/// The store's operations on schedules: the SQLite and PostgreSQL transactions implement them.
+pub trait ScheduleOps {
     /// The cursor of a schedule (fires at or before it are handled) and whether it was enabled.
-    pub fn schedule_cursor(&self, name: &str) -> Result<Option<(Time, bool)>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT cursor, enabled FROM schedule_cursors WHERE name = ?1")?;
-        let row: Option<(i64, i64)> = stmt
-            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(c, e)| Ok((time(c)?, e != 0))).transpose()
-    }
+    fn schedule_cursor(&self, name: &str) -> Result<Option<(Time, bool)>>;
 
-    pub fn set_schedule_cursor(&self, name: &str, cursor: Time, enabled: bool) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO schedule_cursors (name, cursor, enabled) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, enabled = excluded.enabled",
-        )?;
-        stmt.execute(params![name, ms(cursor), enabled])?;
-        Ok(())
-    }
+    fn set_schedule_cursor(&self, name: &str, cursor: Time, enabled: bool) -> Result<()>;
 
     /// Forgets the cursors of schedules not in `keep`.
-    pub fn delete_other_cursors(&self, keep: &[&str]) -> Result<usize> {
-        let names: Vec<String> = self
-            .tx
-            .prepare_cached("SELECT name FROM schedule_cursors")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut n = 0;
-        for name in names.iter().filter(|n| !keep.contains(&n.as_str())) {
-            n += self
-                .tx
-                .prepare_cached("DELETE FROM schedule_cursors WHERE name = ?1")?
-                .execute([name])?;
-        }
-        Ok(n)
-    }
+    fn delete_other_cursors(&self, keep: &[&str]) -> Result<usize>;
 
     /// Whether (schedule, fire_at) was already recorded.
-    pub fn fire_recorded(&self, schedule: &str, fire_at: Time) -> Result<bool> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT 1 FROM fires WHERE schedule = ?1 AND fire_at = ?2")?;
-        Ok(stmt.exists(params![schedule, ms(fire_at)])?)
-    }
+    fn fire_recorded(&self, schedule: &str, fire_at: Time) -> Result<bool>;
 
     /// Records a fire; returns false (and changes nothing) if it was already recorded.
     #[allow(clippy::too_many_arguments)]
-    pub fn record_fire(
+    fn record_fire(
         &self,
         schedule: &str,
         fire_at: Time,
@@ -77,114 +42,29 @@ impl Tx<'_> {
         run_id: Option<RunId>,
         count: u64,
         now: Time,
-    ) -> Result<bool> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO fires (schedule, fire_at, job, outcome, reason, run_id, count, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        Ok(stmt.execute(params![
-            schedule,
-            ms(fire_at),
-            job,
-            outcome,
-            reason,
-            run_id,
-            count as i64,
-            ms(now)
-        ])? == 1)
-    }
+    ) -> Result<bool>;
 
     /// The latest recorded fire of a schedule.
-    pub fn last_fire(&self, schedule: &str) -> Result<Option<FireRecord>> {
-        Ok(self.fires(Some(schedule), 1)?.into_iter().next())
-    }
+    fn last_fire(&self, schedule: &str) -> Result<Option<FireRecord>>;
 
     /// Recorded fires, newest first.
-    pub fn fires(&self, schedule: Option<&str>, limit: u32) -> Result<Vec<FireRecord>> {
-        let sql = "SELECT schedule, fire_at, job, outcome, reason, run_id, count, recorded_at FROM fires \
-                   WHERE (?1 IS NULL OR schedule = ?1) ORDER BY fire_at DESC, schedule LIMIT ?2";
-        let mut stmt = self.tx.prepare_cached(sql)?;
-        let mut rows = stmt.query(params![schedule, limit])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(FireRecord {
-                schedule: r.get(0)?,
-                fire_at: time(r.get(1)?)?,
-                job: r.get(2)?,
-                outcome: r.get(3)?,
-                reason: r.get(4)?,
-                run_id: r.get(5)?,
-                count: r.get::<_, i64>(6)? as u64,
-                recorded_at: time(r.get(7)?)?,
-            });
-        }
-        Ok(out)
-    }
+    fn fires(&self, schedule: Option<&str>, limit: u32) -> Result<Vec<FireRecord>>;
 
     /// Unfinished runs of `job`: (id, state), oldest first.
-    pub fn active_runs(&self, job: &str) -> Result<Vec<(RunId, RunState)>> {
-        let mut stmt = self.tx.prepare_cached(concat!(
-            "SELECT id, state FROM runs WHERE job = ?1 AND ",
-            active!(),
-            " ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([job], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|row| {
-            let (id, st) = row?;
-            Ok((id, st.parse().map_err(super::StoreError::Corrupt)?))
-        })
-        .collect()
-    }
+    fn active_runs(&self, job: &str) -> Result<Vec<(RunId, RunState)>>;
 
     /// Pauses a schedule; returns false if it was already paused.
-    pub fn pause_schedule(&self, name: &str, now: Time) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO schedule_pauses (name, paused_at) VALUES (?1, ?2)",
-            )?
-            .execute(params![name, ms(now)])?
-            == 1)
-    }
+    fn pause_schedule(&self, name: &str, now: Time) -> Result<bool>;
 
     /// Resumes a paused schedule; returns false if it was not paused.
-    pub fn resume_schedule(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .tx
-            .prepare_cached("DELETE FROM schedule_pauses WHERE name = ?1")?
-            .execute([name])?
-            == 1)
-    }
+    fn resume_schedule(&self, name: &str) -> Result<bool>;
 
     /// When a schedule was paused, if it is.
-    pub fn schedule_paused(&self, name: &str) -> Result<Option<Time>> {
-        self.tx
-            .prepare_cached("SELECT paused_at FROM schedule_pauses WHERE name = ?1")?
-            .query_row([name], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(time)
-            .transpose()
-    }
+    fn schedule_paused(&self, name: &str) -> Result<Option<Time>>;
 
     /// Every paused schedule and when it was paused.
-    pub fn paused_schedules(&self) -> Result<std::collections::BTreeMap<String, Time>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT name, paused_at FROM schedule_pauses")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut out = std::collections::BTreeMap::new();
-        for row in rows {
-            let (name, at) = row?;
-            out.insert(name, time(at)?);
-        }
-        Ok(out)
-    }
+    fn paused_schedules(&self) -> Result<std::collections::BTreeMap<String, Time>>;
 
     /// Deletes fire records older than `before` (history pruning).
-    pub fn purge_fires(&self, before: Time) -> Result<usize> {
-        Ok(self
-            .tx
-            .prepare_cached("DELETE FROM fires WHERE fire_at < ?1")?
-            .execute([ms(before)])?)
-    }
+    fn purge_fires(&self, before: Time) -> Result<usize>;
 }
