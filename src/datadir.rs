@@ -18,6 +18,8 @@ use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::store::Location;
 use std::time::{Duration, Instant};
 
 /// The lease id of the daemon (one per data directory, guarded by `daemon.lock`).
@@ -39,6 +41,8 @@ pub struct DataDir {
     root: PathBuf,
     /// `root`, absolute (computed once: jobs get it as `WORKER_DATA_DIR`).
     root_absolute: String,
+    /// A PostgreSQL store's URL; `None`: SQLite in `root`.
+    database: Option<String>,
 }
 
 impl DataDir {
@@ -54,23 +58,30 @@ impl DataDir {
             .unwrap_or_else(|_| root.to_path_buf())
             .display()
             .to_string();
-        let dir = DataDir {
+        Ok(DataDir {
             root: root.to_path_buf(),
             root_absolute,
-        };
-        // SQLite creates the WAL and shared-memory files with the database file's mode: create the
-        // database file first, private, and everything that follows is private too.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(dir.db_path())
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+            database: None,
+        })
+    }
+
+    /// Keeps the store in PostgreSQL at `url` instead of SQLite in the directory (`None`: SQLite).
+    pub fn with_database(mut self, url: Option<String>) -> DataDir {
+        self.database = url;
+        self
+    }
+
+    /// Where the store is: PostgreSQL if one was given, else `worker.db` here.
+    pub fn store_location(&self) -> Location {
+        match &self.database {
+            Some(url) => Location::Postgres(url.clone()),
+            None => Location::Sqlite(self.db_path()),
         }
-        Ok(dir)
+    }
+
+    /// Whether the store is shared with other daemons (PostgreSQL).
+    pub fn shared_store(&self) -> bool {
+        self.database.is_some()
     }
 
     pub fn root(&self) -> &Path {
@@ -144,6 +155,11 @@ impl DataDir {
         } else {
             self.root.join("leases").join(format!("{id}.lock"))
         }
+    }
+
+    /// Whether lease `id` has its file here (a foreground process of this host took it).
+    pub fn has_lease(&self, id: &str) -> bool {
+        self.lease_path(id).exists()
     }
 
     /// Whether the process holding lease `id` is alive (see [`decide`]). The daemon's lease is
@@ -679,6 +695,10 @@ mod tests {
             );
         }
         let _lease = Lease::daemon(&d).unwrap();
+        drop(
+            crate::store::Store::open_at(&d.store_location(), crate::store::Durability::Full)
+                .unwrap(),
+        );
         for p in [d.db_path(), d.daemon_lock_path()] {
             assert_eq!(
                 fs::metadata(&p).unwrap().permissions().mode() & 0o777,

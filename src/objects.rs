@@ -250,3 +250,19 @@ pub fn stats(tx: &crate::store::Tx<'_>) -> Result<Vec<Value>, crate::store::Stor
         })
         .collect())
 }
+
+/// A node of the store (`worker nodes`, `GET /nodes`).
+pub fn node(n: &crate::store::NodeRow) -> Value {
+    json!({
+        "name": n.name,
+        "host": n.host,
+        "pid": n.pid,
+        "version": n.version,
+        "started_at": rfc3339(n.started_at),
+        "heartbeat_at": rfc3339(n.heartbeat_at),
+        "silent_ms": n.silent_for.as_millis() as u64,
+        "state": n.state,
+        "epoch": n.epoch,
+        "running": n.running,
+    })
+}

@@ -1,16 +1,20 @@
-//! Routing, throttling and deadlines over a real store, with explicit instants.
+//! Routing, throttling and deadlines over a real store (each test on SQLite and PostgreSQL, see
+//! `store::testing`), with explicit instants.
 
 use super::*;
 use crate::config::Config;
-use crate::store::{Durability, Store};
+use crate::store::Store;
+use crate::store::testing::{Engine, TestStore, conformance};
 
 struct World {
+    store: Store,
+    /// Dropped after `store`: a PostgreSQL schema goes once nothing is connected to it.
+    _test_store: TestStore,
     _dir: tempfile::TempDir,
     config: Config,
-    store: Store,
 }
 
-fn world(alerts: &str) -> World {
+fn world(engine: Engine, alerts: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
     for j in ["backup", "report", "other"] {
@@ -21,11 +25,13 @@ fn world(alerts: &str) -> World {
         (k == "HOOK").then(|| "https://hooks.example.com/services/T1/B2/s3cr3tT0ken".to_string())
     };
     let config = Config::load_with_env(dir.path(), &env).unwrap();
-    let store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
+    let test_store = TestStore::new(engine, dir.path()).expect("the engine is available");
+    let store = test_store.open();
     World {
+        store,
+        _test_store: test_store,
         _dir: dir,
         config,
-        store,
     }
 }
 
@@ -72,189 +78,187 @@ rules:
   - { name: everything, events: [dead, config_error], channels: [slack] }
 "#;
 
-#[test]
-fn rules_match_by_event_and_job_glob() {
-    let mut w = world(TWO_RULES);
-    w.raise(EventKind::Dead, Some("backup"), t(0));
-    w.raise(EventKind::Dead, Some("report"), t(1));
-    w.raise(EventKind::AttemptFailed, Some("backup"), t(2));
-    w.raise(EventKind::ConfigError, None, t(3));
-    let got = w.alerts();
-    let s = |r: &str, c: &str, e: &str| {
-        (
-            r.to_string(),
-            c.to_string(),
-            e.to_string(),
-            "pending".to_string(),
-        )
-    };
-    assert_eq!(
-        got,
-        vec![
-            s("failures", "slack", "dead"),
-            s("failures", "mail", "dead"),
-            s("everything", "slack", "dead"),
-            s("everything", "slack", "dead"),
-            s("everything", "slack", "config_error"),
-        ]
-    );
-}
+conformance! {
+    fn rules_match_by_event_and_job_glob(engine) {
+        let mut w = world(engine, TWO_RULES);
+        w.raise(EventKind::Dead, Some("backup"), t(0));
+        w.raise(EventKind::Dead, Some("report"), t(1));
+        w.raise(EventKind::AttemptFailed, Some("backup"), t(2));
+        w.raise(EventKind::ConfigError, None, t(3));
+        let got = w.alerts();
+        let s = |r: &str, c: &str, e: &str| {
+            (
+                r.to_string(),
+                c.to_string(),
+                e.to_string(),
+                "pending".to_string(),
+            )
+        };
+        assert_eq!(
+            got,
+            vec![
+                s("failures", "slack", "dead"),
+                s("failures", "mail", "dead"),
+                s("everything", "slack", "dead"),
+                s("everything", "slack", "dead"),
+                s("everything", "slack", "config_error"),
+            ]
+        );
+    }
 
-#[test]
-fn throttle_suppresses_within_the_window_then_summarises_once() {
-    let mut w = world(TWO_RULES);
-    w.raise(EventKind::Dead, Some("backup"), t(0));
-    w.raise(EventKind::Timeout, Some("backup"), t(60));
-    w.raise(EventKind::Dead, Some("backup"), t(120));
-    // Another job has its own window.
-    w.raise(EventKind::Dead, Some("backups"), t(130));
-    let failures: Vec<_> = w
-        .alerts()
-        .into_iter()
-        .filter(|a| a.0 == "failures" && a.1 == "slack")
-        .collect();
-    let statuses: Vec<&str> = failures.iter().map(|a| a.3.as_str()).collect();
-    assert_eq!(
-        statuses,
-        vec!["pending", "suppressed", "suppressed", "pending"]
-    );
-
-    assert_eq!(w.close(t(599)), 0, "the window is still open");
-    assert_eq!(
-        w.close(t(600)),
-        1,
-        "backup's window ends at 600 with two suppressed"
-    );
-    let summaries: Vec<_> = w
-        .alerts()
-        .into_iter()
-        .filter(|a| a.2 == "summary")
-        .collect();
-    assert_eq!(
-        summaries.len(),
-        2,
-        "one per channel of the rule: {summaries:?}"
-    );
-    let payload = w.store.read(|tx| tx.alerts(1, None)).unwrap()[0]
-        .payload
-        .clone();
-    let e: Event = serde_json::from_str(&payload).unwrap();
-    assert_eq!(
-        e.reason.as_deref(),
-        Some("2 alerts suppressed by rule failures (throttle 10m): 1× dead, 1× timeout")
-    );
-    assert_eq!(e.job.as_deref(), Some("backup"));
-
-    let last_failure = |w: &mut World| {
-        w.alerts()
+    fn throttle_suppresses_within_the_window_then_summarises_once(engine) {
+        let mut w = world(engine, TWO_RULES);
+        w.raise(EventKind::Dead, Some("backup"), t(0));
+        w.raise(EventKind::Timeout, Some("backup"), t(60));
+        w.raise(EventKind::Dead, Some("backup"), t(120));
+        // Another job has its own window.
+        w.raise(EventKind::Dead, Some("backups"), t(130));
+        let failures: Vec<_> = w
+            .alerts()
             .into_iter()
-            .rfind(|a| a.0 == "failures")
-            .unwrap()
-            .3
-    };
-    // The summary opened the next window: an alert inside it is suppressed…
-    w.raise(EventKind::Dead, Some("backup"), t(700));
-    assert_eq!(last_failure(&mut w), "suppressed");
-    // …and a window with nothing suppressed closes quietly.
-    w.raise(EventKind::Dead, Some("backups"), t(731));
-    assert_eq!(
-        last_failure(&mut w),
-        "pending",
-        "backups' window (130..730) had ended"
-    );
-    let before = w.alerts().len();
-    w.close(t(100_000));
-    assert_eq!(
-        w.alerts().len(),
-        before + 2,
-        "only backup's window (one suppressed) produced a summary"
-    );
-}
+            .filter(|a| a.0 == "failures" && a.1 == "slack")
+            .collect();
+        let statuses: Vec<&str> = failures.iter().map(|a| a.3.as_str()).collect();
+        assert_eq!(
+            statuses,
+            vec!["pending", "suppressed", "suppressed", "pending"]
+        );
 
-#[test]
-fn secrets_are_masked_in_stored_alerts() {
-    let mut w = world(TWO_RULES);
-    let config = &w.config;
-    let mut e = Event::new(EventKind::Dead, Some("backup"), t(0));
-    e.output = Some(
-        "posting to https://hooks.example.com/services/T1/B2/s3cr3tT0ken\ntoken s3cr3tT0ken".into(),
-    );
-    e.reason = Some("failed with s3cr3tT0ken".into());
-    w.store.write(|tx| raise(tx, config, e, t(0))).unwrap();
-    let payload = w.store.read(|tx| tx.alerts(10, None)).unwrap()[0]
-        .payload
-        .clone();
-    assert!(!payload.contains("s3cr3tT0ken"), "{payload}");
-    assert!(payload.contains("token ***"), "{payload}");
-}
+        assert_eq!(w.close(t(599)), 0, "the window is still open");
+        assert_eq!(
+            w.close(t(600)),
+            1,
+            "backup's window ends at 600 with two suppressed"
+        );
+        let summaries: Vec<_> = w
+            .alerts()
+            .into_iter()
+            .filter(|a| a.2 == "summary")
+            .collect();
+        assert_eq!(
+            summaries.len(),
+            2,
+            "one per channel of the rule: {summaries:?}"
+        );
+        let payload = w.store.read(|tx| tx.alerts(1, None)).unwrap()[0]
+            .payload
+            .clone();
+        let e: Event = serde_json::from_str(&payload).unwrap();
+        assert_eq!(
+            e.reason.as_deref(),
+            Some("2 alerts suppressed by rule failures (throttle 10m): 1× dead, 1× timeout")
+        );
+        assert_eq!(e.job.as_deref(), Some("backup"));
 
-#[test]
-fn late_is_raised_once_for_fires_not_succeeded_by_their_deadline() {
-    let mut w = world(
-        "channels:\n  slack: { type: slack, webhook_url: \"${HOOK}\" }\nrules:\n  - { name: late, events: [late], channels: [slack] }\n",
-    );
-    let now = t(0);
-    w.store
-        .write(|tx| {
-            // A fire with no run (missed), one whose run succeeded in time, one still running.
-            tx.record_fire(
-                "nightly",
-                t(-3600),
-                "backup",
-                "missed",
-                Some("overlap: skip"),
-                None,
-                1,
-                now,
-            )?;
-            tx.set_deadline("nightly", t(-3600), t(-1800))?;
-            tx.record_fire(
-                "nightly",
-                t(-7200),
-                "backup",
-                "enqueued",
-                None,
-                None,
-                1,
-                now,
-            )?;
-            tx.set_deadline("nightly", t(-7200), t(-5400))?;
-            tx.record_fire("nightly", t(-100), "backup", "enqueued", None, None, 1, now)?;
-            tx.set_deadline("nightly", t(-100), t(100))?;
-            Ok::<_, StoreError>(())
-        })
-        .unwrap();
-    let config = &w.config;
-    let raised = w
-        .store
-        .write(|tx| check_deadlines(tx, config, now))
-        .unwrap();
-    assert_eq!(
-        raised, 2,
-        "the missed fire and the one with no run, not the one due later"
-    );
-    assert_eq!(
+        let last_failure = |w: &mut World| {
+            w.alerts()
+                .into_iter()
+                .rfind(|a| a.0 == "failures")
+                .unwrap()
+                .3
+        };
+        // The summary opened the next window: an alert inside it is suppressed…
+        w.raise(EventKind::Dead, Some("backup"), t(700));
+        assert_eq!(last_failure(&mut w), "suppressed");
+        // …and a window with nothing suppressed closes quietly.
+        w.raise(EventKind::Dead, Some("backups"), t(731));
+        assert_eq!(
+            last_failure(&mut w),
+            "pending",
+            "backups' window (130..730) had ended"
+        );
+        let before = w.alerts().len();
+        w.close(t(100_000));
+        assert_eq!(
+            w.alerts().len(),
+            before + 2,
+            "only backup's window (one suppressed) produced a summary"
+        );
+    }
+
+    fn secrets_are_masked_in_stored_alerts(engine) {
+        let mut w = world(engine, TWO_RULES);
+        let config = &w.config;
+        let mut e = Event::new(EventKind::Dead, Some("backup"), t(0));
+        e.output = Some(
+            "posting to https://hooks.example.com/services/T1/B2/s3cr3tT0ken\ntoken s3cr3tT0ken".into(),
+        );
+        e.reason = Some("failed with s3cr3tT0ken".into());
+        w.store.write(|tx| raise(tx, config, e, t(0))).unwrap();
+        let payload = w.store.read(|tx| tx.alerts(10, None)).unwrap()[0]
+            .payload
+            .clone();
+        assert!(!payload.contains("s3cr3tT0ken"), "{payload}");
+        assert!(payload.contains("token ***"), "{payload}");
+    }
+
+    fn late_is_raised_once_for_fires_not_succeeded_by_their_deadline(engine) {
+        let mut w = world(engine,
+            "channels:\n  slack: { type: slack, webhook_url: \"${HOOK}\" }\nrules:\n  - { name: late, events: [late], channels: [slack] }\n",
+        );
+        let now = t(0);
         w.store
+            .write(|tx| {
+                // A fire with no run (missed), one whose run succeeded in time, one still running.
+                tx.record_fire(
+                    "nightly",
+                    t(-3600),
+                    "backup",
+                    "missed",
+                    Some("overlap: skip"),
+                    None,
+                    1,
+                    now,
+                )?;
+                tx.set_deadline("nightly", t(-3600), t(-1800))?;
+                tx.record_fire(
+                    "nightly",
+                    t(-7200),
+                    "backup",
+                    "enqueued",
+                    None,
+                    None,
+                    1,
+                    now,
+                )?;
+                tx.set_deadline("nightly", t(-7200), t(-5400))?;
+                tx.record_fire("nightly", t(-100), "backup", "enqueued", None, None, 1, now)?;
+                tx.set_deadline("nightly", t(-100), t(100))?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let config = &w.config;
+        let raised = w
+            .store
             .write(|tx| check_deadlines(tx, config, now))
-            .unwrap(),
-        0,
-        "once"
-    );
-    assert_eq!(w.store.read(|tx| tx.next_deadline()).unwrap(), Some(t(100)));
-    let payloads: Vec<String> = w
-        .store
-        .read(|tx| tx.alerts(10, None))
-        .unwrap()
-        .into_iter()
-        .map(|a| a.payload)
-        .collect();
-    assert!(
-        payloads
-            .iter()
-            .any(|p| p
-                .contains("not succeeded within 30m of its fire: it was not run (overlap: skip)")),
-        "{payloads:?}"
-    );
+            .unwrap();
+        assert_eq!(
+            raised, 2,
+            "the missed fire and the one with no run, not the one due later"
+        );
+        assert_eq!(
+            w.store
+                .write(|tx| check_deadlines(tx, config, now))
+                .unwrap(),
+            0,
+            "once"
+        );
+        assert_eq!(w.store.read(|tx| tx.next_deadline()).unwrap(), Some(t(100)));
+        let payloads: Vec<String> = w
+            .store
+            .read(|tx| tx.alerts(10, None))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.payload)
+            .collect();
+        assert!(
+            payloads
+                .iter()
+                .any(|p| p
+                    .contains("not succeeded within 30m of its fire: it was not run (overlap: skip)")),
+            "{payloads:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The server's own store connections: a few, reused, used on blocking threads (SQLite calls
 //! block), never the engine's.
 
-use std::path::PathBuf;
+use crate::store::Location;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -13,7 +13,7 @@ use crate::store::{Durability, Store, StoreError};
 const CONCURRENT: usize = 4;
 
 pub struct Db {
-    path: PathBuf,
+    location: Location,
     durability: Durability,
     idle: Mutex<Vec<Store>>,
     permits: Semaphore,
@@ -29,9 +29,9 @@ pub enum DbError {
 }
 
 impl Db {
-    pub fn new(path: PathBuf, durability: Durability) -> Arc<Db> {
+    pub fn new(location: Location, durability: Durability) -> Arc<Db> {
         Arc::new(Db {
-            path,
+            location,
             durability,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(CONCURRENT),
@@ -54,7 +54,7 @@ impl Db {
             let taken = db.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
             let mut store = match taken {
                 Some(s) => s,
-                None => Store::open(&db.path, db.durability)?,
+                None => Store::open_at(&db.location, db.durability)?,
             };
             let out = f(&mut store);
             if let Ok(mut idle) = db.idle.lock()

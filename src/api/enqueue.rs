@@ -66,7 +66,7 @@ fn run(
     mut rx: mpsc::Receiver<(Request, Reply)>,
     committed: impl Fn(),
 ) {
-    let opened = Store::open(&data.db_path(), durability).and_then(|s| {
+    let opened = Store::open_at(&data.store_location(), durability).and_then(|s| {
         s.disable_autocheckpoint()?;
         Ok(s)
     });

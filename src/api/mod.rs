@@ -39,7 +39,8 @@ pub const ADDRESS_META: &str = "http_address";
 #[derive(Clone)]
 pub struct Link {
     /// Each message is answered by the engine's loop when it gets to it.
-    pub ping: mpsc::Sender<oneshot::Sender<()>>,
+    /// Asks the engine's loop whether it turns: it answers whether the store answers it.
+    pub ping: mpsc::Sender<oneshot::Sender<bool>>,
     /// Counts the engine's turns: changes to the store are followed by a turn.
     pub turns: watch::Receiver<u64>,
 }

@@ -79,6 +79,7 @@ fn api() -> OpenApiRouter<S> {
         .routes(routes!(cancel_run))
         .routes(routes!(retry_run))
         .routes(routes!(signal_run))
+        .routes(routes!(list_nodes))
         .routes(routes!(list_schedules))
         .routes(routes!(pause_schedule))
         .routes(routes!(resume_schedule))
@@ -549,6 +550,21 @@ async fn signal_run(
     .await
 }
 
+// ---- nodes ----
+
+/// The daemons sharing the store, as `worker nodes --json`.
+#[utoipa::path(get, path = "/nodes", tag = "nodes",
+    responses((status = 200, description = "Every node: name, host, pid, version, heartbeat, state, runs held", body = Vec<Object>)))]
+async fn list_nodes(State(s): State<S>) -> ApiResult<Json<Value>> {
+    with_store(&s, move |store, _, _| {
+        let nodes = read(store, |tx| tx.nodes())?;
+        Ok(Json(Value::Array(
+            nodes.iter().map(objects::node).collect(),
+        )))
+    })
+    .await
+}
+
 // ---- schedules ----
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -768,8 +784,10 @@ async fn metrics(State(s): State<S>) -> ApiResult<Response> {
               (status = 503, description = "The engine's loop does not answer", body = Object)))]
 async fn healthz(State(s): State<S>) -> Response {
     let stopping = *s.stop.borrow();
-    let answered = !stopping
-        && tokio::time::timeout(HEALTH_WAIT, async {
+    let answer = if stopping {
+        None
+    } else {
+        tokio::time::timeout(HEALTH_WAIT, async {
             let (tx, rx) = tokio::sync::oneshot::channel();
             s.link.ping.send(tx).await.ok()?;
             rx.await.ok()
@@ -777,11 +795,15 @@ async fn healthz(State(s): State<S>) -> Response {
         .await
         .ok()
         .flatten()
-        .is_some();
-    if answered {
+    };
+    if answer == Some(true) {
         (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
     } else {
-        let status = if stopping { "stopping" } else { "stalled" };
+        let status = match answer {
+            _ if stopping => "stopping",
+            Some(_) => "store unreachable",
+            None => "stalled",
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": status})),
@@ -898,6 +920,7 @@ mod tests {
             "POST /api/v1/runs/{id}/cancel",
             "POST /api/v1/runs/{id}/retry",
             "POST /api/v1/runs/{id}/signals/{signal}",
+            "GET /api/v1/nodes",
             "GET /api/v1/schedules",
             "POST /api/v1/schedules/{name}/pause",
             "POST /api/v1/schedules/{name}/resume",

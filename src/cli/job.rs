@@ -475,7 +475,7 @@ impl Foreground {
         if !wants || crate::datadir::running_daemon(&self.data).is_some() {
             return None;
         }
-        let store = Store::open(self.store.path(), crate::store::Durability::Full).ok()?;
+        let store = Store::open_at(self.store.location(), crate::store::Durability::Full).ok()?;
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
         let outbox = crate::alert::outbox::Outbox::new(
             store,
@@ -547,7 +547,7 @@ impl Foreground {
         if pending == 0 {
             return;
         }
-        let store = match Store::open(self.store.path(), crate::store::Durability::Full) {
+        let store = match Store::open_at(self.store.location(), crate::store::Durability::Full) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("worker: cannot deliver alerts: {e}");

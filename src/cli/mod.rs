@@ -9,6 +9,7 @@ mod history;
 mod job;
 mod list;
 mod logs;
+mod nodes;
 mod output;
 mod queue;
 mod reload;
@@ -112,6 +113,8 @@ pub enum Command {
     },
     /// List jobs: description, priority, schedules, last run, next fire.
     List,
+    /// List the daemons (nodes) that share the store: state, host, last heartbeat, runs held.
+    Nodes,
     /// List schedules with their last fire and next fire times.
     Schedules {
         /// How many upcoming fire times to show.
@@ -353,18 +356,24 @@ impl Ctx {
         Config::load(&self.config_dir).map_err(CliError::Config)
     }
 
+    /// The data directory, and where the store is (`WORKER_DATABASE_URL`, else `database:` in
+    /// `scheduler.yaml`, else SQLite in the directory).
     pub fn data(&self) -> CliResult<DataDir> {
-        DataDir::open(&self.data_dir).map_err(|e| {
-            CliError::Failed(format!(
-                "cannot create data directory {}: {e}",
-                self.data_dir.display()
-            ))
-        })
+        let database =
+            crate::config::database_setting(&self.config_dir).map_err(CliError::Config)?;
+        Ok(DataDir::open(&self.data_dir)
+            .map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot create data directory {}: {e}",
+                    self.data_dir.display()
+                ))
+            })?
+            .with_database(database))
     }
 
     pub fn store(&self) -> CliResult<(DataDir, Store)> {
         let data = self.data()?;
-        let store = Store::open(&data.db_path(), Durability::Full)?;
+        let store = Store::open_at(&data.store_location(), Durability::Full)?;
         Ok((data, store))
     }
 
@@ -474,6 +483,7 @@ fn run(ctx: &Ctx, command: Command) -> CliResult {
             input,
         } => job::run(ctx, &name, env, no_deps, no_retry, input.as_deref()),
         Command::List => list::run(ctx),
+        Command::Nodes => nodes::run(ctx),
         Command::Schedules { next, from } => schedules::schedules(ctx, next, from),
         Command::Fires { schedule, limit } => schedules::fires(ctx, schedule, limit),
         Command::SchedulesPause { name } => schedules::pause(ctx, &name, true),

@@ -142,6 +142,54 @@ fn read_yaml(
     }
 }
 
+/// `WORKER_DATABASE_URL`, checked, if set and not empty.
+fn database_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    match env(scheduler::DATABASE_ENV) {
+        Some(url) if !url.trim().is_empty() => scheduler::check_database_url(url.trim())
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", scheduler::DATABASE_ENV)),
+        _ => Ok(None),
+    }
+}
+
+/// Where the store is, for a command that needs nothing else from the configuration:
+/// `WORKER_DATABASE_URL`, else `database:` in `scheduler.yaml`, else `None` (SQLite in the data
+/// directory). Reads only that key, so a mistake elsewhere in the files does not keep a person
+/// from looking at their runs.
+pub fn database_setting(dir: &Path) -> Result<Option<String>, Diagnostics> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut diags = Diagnostics::default();
+    let from_env = database_from_env(&env);
+    let found = match from_env {
+        Ok(Some(url)) => Some(url),
+        Err(e) => {
+            diags.push(scheduler::DATABASE_ENV, Pos::NONE, e);
+            None
+        }
+        Ok(None) => {
+            let display = display_path(dir, "scheduler.yaml");
+            let mut sources = Fingerprint::default();
+            let mut url = None;
+            if let Some((src, node)) =
+                read_yaml(dir, "scheduler.yaml", &display, &mut sources, &mut diags)
+            {
+                let mut ctx = yaml::Ctx::new(display.clone(), &src, &env, &mut diags);
+                if let Some(mut m) = ctx.map(&node, "scheduler.yaml")
+                    && let Some(n) = m.get("database")
+                {
+                    url = scheduler::parse_database(&mut ctx, n);
+                }
+            }
+            url
+        }
+    };
+    if diags.is_empty() {
+        Ok(found)
+    } else {
+        Err(diags)
+    }
+}
+
 fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diagnostics) -> Config {
     let mut config = Config::empty(dir);
 
@@ -260,6 +308,19 @@ fn load_inner(dir: &Path, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diag
                 config.secrets.add(v);
             }
         }
+    }
+
+    // The store: `WORKER_DATABASE_URL` over `database:`; its password is a secret.
+    match database_from_env(env) {
+        Ok(Some(url)) => config.settings.database = Some(url),
+        Ok(None) => {}
+        Err(e) => diags.push(scheduler::DATABASE_ENV, Pos::NONE, e),
+    }
+    if let Some(url) = &config.settings.database
+        && let Ok(u) = url::Url::parse(url)
+        && let Some(password) = u.password()
+    {
+        config.secrets.add(password.to_owned());
     }
 
     // alerts.yaml: every value from the environment is a secret here.

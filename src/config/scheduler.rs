@@ -32,6 +32,28 @@ pub struct Settings {
     pub durability: crate::store::Durability,
     /// The HTTP API, dashboard and metrics (`http:`); `None`: no listener.
     pub http: Option<HttpSettings>,
+    /// A PostgreSQL store shared by several daemons (`database:`, or `WORKER_DATABASE_URL`);
+    /// `None`: SQLite in the data directory.
+    pub database: Option<String>,
+    /// This daemon's name among the nodes of a shared store (`node:`, default the host name).
+    pub node: String,
+    /// A node silent this long is dead, and its runs are recovered (`node_timeout:`).
+    pub node_timeout: Duration,
+}
+
+/// The default `node_timeout`.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The environment variable that names the store, over `database:`.
+pub const DATABASE_ENV: &str = "WORKER_DATABASE_URL";
+
+/// The host name, the default `node`.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// `http:` in `scheduler.yaml`.
@@ -56,6 +78,9 @@ impl Default for Settings {
             output_limit: DEFAULT_OUTPUT_LIMIT,
             durability: crate::store::Durability::Normal,
             http: None,
+            database: None,
+            node: host_name(),
+            node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
 }
@@ -75,6 +100,9 @@ pub(super) const SCHEDULER_FIELDS: &[&str] = &[
     "history",
     "output_limit",
     "http",
+    "database",
+    "node",
+    "node_timeout",
     "schedules",
 ];
 
@@ -137,7 +165,56 @@ pub fn parse_settings(ctx: &mut Ctx<'_>, m: &mut super::yaml::MapReader<'_>) -> 
     if let Some(n) = m.get("http") {
         s.http = parse_http(ctx, n);
     }
+    if let Some(n) = m.get("database") {
+        s.database = parse_database(ctx, n);
+    }
+    if let Some(n) = m.get("node")
+        && let Some(name) = ctx.nonempty_string(n, "node")
+    {
+        if name.len() > 200 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            ctx.error(
+                n.pos,
+                format!("node: `{name}` is not a usable node name (at most 200 characters, no spaces or control characters)"),
+            );
+        } else {
+            s.node = name;
+        }
+    }
+    if let Some(n) = m.get("node_timeout")
+        && let Some(d) = ctx.duration(n, "node_timeout")
+    {
+        if d < Duration::from_secs(3) {
+            ctx.error(
+                n.pos,
+                "node_timeout must be at least 3s (a node writes its heartbeat every third of it)",
+            );
+        } else {
+            s.node_timeout = d;
+        }
+    }
     s
+}
+
+/// `database: postgres://…`: a PostgreSQL URL (its password is a secret).
+pub fn parse_database(ctx: &mut Ctx<'_>, node: &Node) -> Option<String> {
+    let url = ctx.nonempty_string(node, "database")?;
+    check_database_url(&url)
+        .map_err(|e| ctx.error(node.pos, e))
+        .ok()
+}
+
+/// A store URL is `postgres://` or `postgresql://` (SQLite needs none: it is the default).
+pub fn check_database_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url);
+    match parsed {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") && u.has_host() => {
+            Ok(url.to_owned())
+        }
+        _ => Err(format!(
+            "database: `{}` is not a PostgreSQL URL (write e.g. `postgres://worker@db.internal/worker?sslmode=require`; leave `database` out to use SQLite in the data directory)",
+            crate::workflow::steps::redact_url(url)
+        )),
+    }
 }
 
 /// `http: { listen, tokens }`.

@@ -1294,3 +1294,57 @@ fn fifty_chained_steps_validate_quickly() {
         "loading 50 steps took {elapsed:?}"
     );
 }
+
+#[test]
+fn database_node_and_node_timeout() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "scheduler.yaml",
+        "database: postgres://worker:pw-1234567890@db.internal/worker?sslmode=require\nnode: web-1\nnode_timeout: 12s\n",
+    );
+    let c = load(t.path()).unwrap();
+    assert_eq!(
+        c.settings.database.as_deref(),
+        Some("postgres://worker:pw-1234567890@db.internal/worker?sslmode=require")
+    );
+    assert_eq!(c.settings.node, "web-1");
+    assert_eq!(c.settings.node_timeout, std::time::Duration::from_secs(12));
+    // The password is a secret.
+    assert_eq!(c.secrets.mask("pw-1234567890"), "***");
+    // WORKER_DATABASE_URL wins over the file.
+    let from_env = Config::load_with_env(t.path(), &|n| {
+        (n == "WORKER_DATABASE_URL").then(|| "postgresql://other/db".to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        from_env.settings.database.as_deref(),
+        Some("postgresql://other/db")
+    );
+    write(
+        t.path(),
+        "scheduler.yaml",
+        "database: mysql://root:secret@db/x\nnode: two words\nnode_timeout: 1s\n",
+    );
+    let m = messages(&load(t.path()).unwrap_err());
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(
+        m[0].starts_with("scheduler.yaml:1:11: database: `mysql://db/x` is not a PostgreSQL URL"),
+        "{m:?}"
+    );
+    assert!(!m[0].contains("secret"), "{m:?}");
+    assert!(
+        m[1].starts_with("scheduler.yaml:2:7: node: `two words` is not a usable node name"),
+        "{m:?}"
+    );
+    assert!(
+        m[2].starts_with("scheduler.yaml:3:15: node_timeout must be at least 3s"),
+        "{m:?}"
+    );
+    // Defaults: SQLite, the host name, 30 s.
+    write(t.path(), "scheduler.yaml", "");
+    let c = load(t.path()).unwrap();
+    assert_eq!(c.settings.database, None);
+    assert_eq!(c.settings.node, crate::config::scheduler::host_name());
+    assert_eq!(c.settings.node_timeout, std::time::Duration::from_secs(30));
+}

@@ -35,6 +35,14 @@ impl Checkpointer {
         })
     }
 
+    /// No thread: a PostgreSQL store checkpoints on its own server.
+    pub fn none() -> Checkpointer {
+        Checkpointer {
+            poke: None,
+            thread: None,
+        }
+    }
+
     /// A poke for another thread's connection (which disables its automatic checkpoints too).
     pub fn poker(&self) -> impl Fn() + Send + 'static {
         let p = self.poke.clone();

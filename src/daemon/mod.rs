@@ -14,6 +14,7 @@
 mod checkpoint;
 mod flows;
 pub mod loaded;
+mod node;
 mod notify;
 mod schedules;
 mod trim;
@@ -174,7 +175,13 @@ struct Engine {
     /// Counts turns, for the HTTP server (its event streams look for changes after a turn).
     turns: watch::Sender<u64>,
     /// `/healthz` asks whether this loop turns: each message is answered when it gets to it.
-    pings: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<()>>>,
+    pings: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<bool>>>,
+    /// Wake-ups from other hosts (a PostgreSQL store's LISTEN connection).
+    remote_wakes: Option<mpsc::UnboundedReceiver<()>>,
+    /// This daemon among the nodes of its store.
+    node: node::Node,
+    /// What the heartbeat thread finds (fenced, nodes to rescue).
+    node_events: mpsc::UnboundedReceiver<node::NodeEvent>,
     /// The HTTP server, when `http.listen` is set.
     http: Option<crate::api::Server>,
     /// Held for the daemon's lifetime: the single-daemon lock and the lease of its runs.
@@ -184,19 +191,34 @@ struct Engine {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let config = Config::load(&opts.config_dir).map_err(DaemonError::Config)?;
-    let data = DataDir::open(&opts.data_dir).map_err(|e| {
-        DaemonError::Io(format!(
-            "cannot create data directory {}: {e}",
-            opts.data_dir.display()
-        ))
-    })?;
+    let data = DataDir::open(&opts.data_dir)
+        .map_err(|e| {
+            DaemonError::Io(format!(
+                "cannot create data directory {}: {e}",
+                opts.data_dir.display()
+            ))
+        })?
+        .with_database(config.settings.database.clone());
     let lease = Lease::daemon(&data)?;
     trim::tune_allocator();
-    let store = Store::open(&data.db_path(), config.settings.durability)?;
+    let mut store = Store::open_at(&data.store_location(), config.settings.durability)?;
     store.disable_autocheckpoint()?;
-    let checkpointer = checkpoint::Checkpointer::start(data.db_path())
-        .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?;
+    let (node_tx, node_events) = mpsc::unbounded_channel();
+    let node = node::Node::join(
+        &mut store,
+        &data.store_location(),
+        &config.settings,
+        node_tx,
+    )
+    .map_err(|e| DaemonError::Io(e.to_string()))?;
+    let checkpointer = if data.shared_store() {
+        checkpoint::Checkpointer::none()
+    } else {
+        checkpoint::Checkpointer::start(data.db_path())
+            .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?
+    };
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let remote_wakes = crate::store::listen(&data.store_location());
     let exec = Arc::new(Executor::new(opts.sentinel));
     let mut engine = Engine {
         config: Arc::new(config),
@@ -236,6 +258,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         config_tx: watch::channel(Arc::new(Config::empty(&opts.config_dir))).0,
         turns: watch::channel(0).0,
         pings: None,
+        remote_wakes,
+        node,
+        node_events,
         http: None,
         _lease: lease,
     };
@@ -264,8 +289,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // webhook, a dead SMTP server) can hold up the engine.
     let (stop_outbox, outbox_stopped) = watch::channel(false);
     let outbox = Outbox::new(
-        Store::open(&engine.data.db_path(), Durability::Full)?,
-        DAEMON_LEASE,
+        Store::open_at(&engine.data.store_location(), Durability::Full)?,
+        &engine.node.owner,
         engine.config.alerts.delivery.timeout,
         engine.clock.clone(),
     )
@@ -297,6 +322,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Ok(false) = result {
         engine.flush_alerts().await;
     }
+    // Everything it ran has ended and been recorded (or re-queued): nothing is left to recover.
+    if engine.running.is_empty() && engine.flows.is_empty() {
+        engine.node.leave(&mut engine.store);
+    }
     info!("worker daemon stopped");
     result.map(|_| ())
 }
@@ -320,7 +349,7 @@ impl Engine {
             turns: self.turns.subscribe(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let db = crate::api::Db::new(self.data.db_path(), self.config.settings.durability);
+        let db = crate::api::Db::new(self.data.store_location(), self.config.settings.durability);
         let enqueuer = crate::api::Enqueuer::start(
             self.data.clone(),
             self.config.settings.durability,
@@ -360,25 +389,65 @@ impl Engine {
         let now = self.clock.now();
         let owners = self.store.read(|tx| tx.owners())?;
         for owner in owners {
+            let mut unless_live = None;
             // Held until the recovery committed: nobody takes a dead owner's lease meanwhile.
-            let guard = match recoverable(&owner, startup) {
+            let guard = match recoverable(&owner, &self.node.owner, startup) {
                 Recoverable::Ours => None,
                 Recoverable::Never => continue,
+                Recoverable::IfNodeDead(name) => {
+                    unless_live = Some(name.to_owned());
+                    None
+                }
+                // A foreground `worker job` of another host, on a shared store: its lease is not
+                // here to look at; it is left to that host.
+                Recoverable::IfDead if self.node.shared && !self.data.has_lease(&owner) => continue,
                 Recoverable::IfDead => match self.data.probe(&owner) {
                     Owner::Alive => continue,
                     Owner::Dead(g) => Some(g),
                 },
             };
             let config = self.config.clone();
-            let recovered = self
-                .store
-                .write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))?;
+            let recovered = self.store.write(|tx| {
+                // Decided in the transaction that recovers: a node is recovered from only once
+                // it was declared dead, and then it can record nothing more (fencing).
+                if let Some(name) = &unless_live
+                    && tx
+                        .nodes()?
+                        .iter()
+                        .any(|n| &n.name == name && n.state == "live")
+                {
+                    return Ok(Vec::new());
+                }
+                lifecycle::recover(tx, &config, &owner, now, fastrand::f64())
+            })?;
             drop(guard);
             for (run, state) in recovered {
-                warn!(run, owner = %owner, state = %state, "recovered a run left running by a process that died");
+                if unless_live.is_some() {
+                    warn!(run, owner = %owner, state = %state, "recovered a run of a node declared dead");
+                } else {
+                    warn!(run, owner = %owner, state = %state, "recovered a run left running by a process that died");
+                }
             }
         }
         Ok(())
+    }
+
+    /// This node was declared dead by the others, and its runs recovered: it kills the process
+    /// groups of what it ran, forgets their ends, and joins again in a new epoch.
+    fn fenced(&mut self) {
+        error!(
+            node = %self.node.id().name,
+            running = self.running.len() + self.flows.len(),
+            "this node was declared dead by the other nodes (silent past node_timeout) and its runs were recovered: killing their processes, discarding their ends, joining again"
+        );
+        self.stop_all(StopReason::Kill);
+        self.running.clear();
+        self.flows.clear();
+        self.pending.clear();
+        if let Err(e) = self.node.rejoin(&mut self.store) {
+            error!(error = %e, "cannot join the store again; retrying");
+        }
+        self.external = true;
     }
 
     /// Records the configuration now running, for `status`, `list` and `reload`.
@@ -435,9 +504,14 @@ impl Engine {
         loop {
             let next_due = match self.turn() {
                 Ok(n) => n,
+                Err(StoreError::Fenced) => {
+                    self.fenced();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Err(e) => {
                     error!(error = %e, "store error; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.store_down(Duration::from_secs(1)).await;
                     continue;
                 }
             };
@@ -484,14 +558,31 @@ impl Engine {
                         self.collect(more);
                     }
                 }
+                Some(()) = async { match self.remote_wakes.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    // Another host wrote to the store; several wake-ups make one look.
+                    if let Some(r) = self.remote_wakes.as_mut() {
+                        while r.try_recv().is_ok() {}
+                    }
+                    self.external = true;
+                    self.outbox_wake.notify_one();
+                }
                 _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {
                     // Another process wrote to the store; it may have written alerts too.
                     self.external = true;
                     self.outbox_wake.notify_one();
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
+                Some(event) = self.node_events.recv() => match event {
+                    node::NodeEvent::Fenced => self.fenced(),
+                    node::NodeEvent::Rescue => {
+                        if let Err(e) = self.recover_all(false) {
+                            error!(error = %e, "cannot recover the runs of dead nodes");
+                        }
+                        self.external = true;
+                    }
+                },
                 Some(reply) = async { match self.pings.as_mut() { Some(p) => p.recv().await, None => std::future::pending().await } } => {
-                    let _ = reply.send(());
+                    let _ = reply.send(true);
                 }
                 _ = sigterm.recv() => return self.shutdown("SIGTERM", &mut sigterm, &mut sigint).await,
                 _ = sigint.recv() => return self.shutdown("SIGINT", &mut sigterm, &mut sigint).await,
@@ -505,8 +596,34 @@ impl Engine {
         }
     }
 
+    /// Waits `pause` after a failed turn, telling `/healthz` meanwhile that the store does not
+    /// answer; ends keep arriving and wait for the next turn.
+    async fn store_down(&mut self, pause: Duration) {
+        let until = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                Some(done) = self.done_rx.recv() => self.collect(done),
+                Some(reply) = async { match self.pings.as_mut() { Some(p) => p.recv().await, None => std::future::pending().await } } => {
+                    let _ = reply.send(false);
+                }
+            }
+        }
+    }
+
     /// An attempt's or a step's end arrived: kept for the next turn's commit.
     fn collect(&mut self, ended: Ended) {
+        // After fencing, the ends of runs taken from this node are not its to record.
+        let ours = match &ended {
+            Ended::Attempt(d) => {
+                self.running.contains_key(&d.report.run) || self.flows.contains_key(&d.report.run)
+            }
+            Ended::Step(d) => self.flows.contains_key(&d.run),
+        };
+        if !ours {
+            debug!("discarding the end of a run this node no longer holds");
+            return;
+        }
         if let Ended::Step(d) = &ended {
             self.step_finished(d);
         }
@@ -571,6 +688,14 @@ impl Engine {
             Vec::new()
         };
         let live_since = self.live_since;
+        let owner = self.node.owner.clone();
+        // The runs this node holds once this turn's ends are recorded.
+        let own_runs = self
+            .node
+            .shared
+            .then(|| (self.running.len() + self.flows.len()).saturating_sub(dones.len()));
+        // On a shared store, a node declared dead records nothing more (fencing).
+        let fence = self.node.shared.then(|| self.node.id());
         let flows_map = &self.flows;
         let definitions = &mut self.definitions;
         let stopping = self.stopping;
@@ -586,6 +711,11 @@ impl Engine {
             && due_schedules.is_empty()
             && revisit.is_empty();
         let body = |tx: &crate::store::Tx<'_>| {
+            if let Some(me) = &fence
+                && !tx.node_live(me)?
+            {
+                return Err(StoreError::Fenced);
+            }
             let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());
             for d in &dones {
@@ -620,13 +750,18 @@ impl Engine {
                     lifecycle::promote_due(tx, &config, now)?;
                 }
                 if slots_free {
-                    (claimed, unknown) = lifecycle::claim(
-                        tx,
-                        &config,
-                        DAEMON_LEASE,
-                        now,
-                        limit.saturating_sub(extra_processes),
-                    )?;
+                    let cap = limit.saturating_sub(extra_processes);
+                    (claimed, unknown) = match own_runs {
+                        // A node of a shared store: `concurrency` is its own capacity.
+                        Some(own) => lifecycle::claim_up_to(
+                            tx,
+                            &config,
+                            &owner,
+                            now,
+                            cap.saturating_sub(own),
+                        )?,
+                        None => lifecycle::claim(tx, &config, &owner, now, cap)?,
+                    };
                 }
             }
             let plain = claimed.iter().filter(|c| !c.run.has_steps).count();
@@ -645,7 +780,7 @@ impl Engine {
             // Flows whose suspended step was signalled, or that are due for another look.
             let mut again = revisit.clone();
             if check_signals {
-                again.extend(tx.signaled_runs(DAEMON_LEASE)?);
+                again.extend(tx.signaled_runs(&owner)?);
             }
             for id in again {
                 if seen.insert(id)
@@ -662,7 +797,7 @@ impl Engine {
                 }
             }
             let cancels = if check_cancels {
-                tx.cancel_requests(DAEMON_LEASE)?
+                tx.cancel_requests(&owner)?
             } else {
                 Vec::new()
             };
@@ -981,13 +1116,13 @@ impl Engine {
             return;
         }
         info!(pending, "delivering pending alerts before exiting");
-        let store = match Store::open(&self.data.db_path(), Durability::Full) {
+        let store = match Store::open_at(&self.data.store_location(), Durability::Full) {
             Ok(s) => s,
             Err(e) => return error!(error = %e, "cannot flush alerts"),
         };
         match Outbox::new(
             store,
-            DAEMON_LEASE,
+            &self.node.owner,
             self.config.alerts.delivery.timeout,
             self.clock.clone(),
         ) {
@@ -1006,6 +1141,10 @@ impl Engine {
 
     /// Records that the engine is alive (for `worker status`).
     fn heartbeat(&mut self) {
+        if !self.node.shared {
+            // On a shared store the heartbeat thread does this, more often.
+            self.node.beat(&mut self.store);
+        }
         let now = self.clock.now();
         let result = self.store.write(|tx| {
             tx.set_meta("heartbeat", &now.to_rfc3339())?;
@@ -1053,20 +1192,29 @@ impl Engine {
 
 /// Whose runs the daemon may recover, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recoverable {
-    /// Its own lease at start-up: the runs of the daemon that lived before (we hold the lock).
+enum Recoverable<'a> {
+    /// Its own at start-up: the runs of the daemon (or node) that lived before.
     Ours,
     /// A foreground process's: once its lease shows it dead.
     IfDead,
-    /// Its own lease after start-up: these runs are alive, in this very process.
+    /// Another node's (a shared store): once that node was declared dead.
+    IfNodeDead(&'a str),
+    /// Its own after start-up: these runs are alive, in this very process.
     Never,
 }
 
-fn recoverable(owner: &str, startup: bool) -> Recoverable {
-    match (owner == DAEMON_LEASE, startup) {
-        (true, true) => Recoverable::Ours,
-        (true, false) => Recoverable::Never,
-        (false, _) => Recoverable::IfDead,
+fn recoverable<'a>(owner: &'a str, me: &str, startup: bool) -> Recoverable<'a> {
+    if owner == me {
+        return if startup {
+            Recoverable::Ours
+        } else {
+            Recoverable::Never
+        };
+    }
+    match node::node_of(owner) {
+        Some(name) => Recoverable::IfNodeDead(name),
+        None if owner == DAEMON_LEASE => Recoverable::Never,
+        None => Recoverable::IfDead,
     }
 }
 
@@ -1095,9 +1243,27 @@ mod tests {
     /// very process, however long they run. Other owners are recovered once provably dead.
     #[test]
     fn the_daemon_recovers_its_own_runs_only_at_start_up() {
-        assert_eq!(recoverable(DAEMON_LEASE, true), Recoverable::Ours);
-        assert_eq!(recoverable(DAEMON_LEASE, false), Recoverable::Never);
-        assert_eq!(recoverable("job-12-34-abcd", true), Recoverable::IfDead);
-        assert_eq!(recoverable("job-12-34-abcd", false), Recoverable::IfDead);
+        assert_eq!(
+            recoverable(DAEMON_LEASE, DAEMON_LEASE, true),
+            Recoverable::Ours
+        );
+        assert_eq!(
+            recoverable(DAEMON_LEASE, DAEMON_LEASE, false),
+            Recoverable::Never
+        );
+        assert_eq!(recoverable("node:a", "node:a", true), Recoverable::Ours);
+        assert_eq!(recoverable("node:a", "node:a", false), Recoverable::Never);
+        assert_eq!(
+            recoverable("node:b", "node:a", false),
+            Recoverable::IfNodeDead("b")
+        );
+        assert_eq!(
+            recoverable("job-12-34-abcd", DAEMON_LEASE, true),
+            Recoverable::IfDead
+        );
+        assert_eq!(
+            recoverable("job-12-34-abcd", "node:a", false),
+            Recoverable::IfDead
+        );
     }
 }

@@ -95,7 +95,37 @@ pub fn claim(
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
     let counts = tx.running_counts()?;
     let total: usize = counts.values().map(|&n| n as usize).sum();
-    let free = global_limit.saturating_sub(total);
+    claim_free(
+        tx,
+        config,
+        owner,
+        now,
+        global_limit.saturating_sub(total),
+        counts,
+    )
+}
+
+/// As [`claim`], for one node of a shared store: at most `free` runs (the node's own capacity
+/// left, which it counts itself), each job's `concurrency` still counted across every node.
+pub fn claim_up_to(
+    tx: &Tx<'_>,
+    config: &Config,
+    owner: &str,
+    now: Time,
+    free: usize,
+) -> Result<(Vec<Claimed>, Vec<String>)> {
+    let counts = tx.running_counts()?;
+    claim_free(tx, config, owner, now, free, counts)
+}
+
+fn claim_free(
+    tx: &Tx<'_>,
+    config: &Config,
+    owner: &str,
+    now: Time,
+    free: usize,
+    counts: std::collections::HashMap<String, u32>,
+) -> Result<(Vec<Claimed>, Vec<String>)> {
     let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
     if free == 0 {
         return Ok((claimed, unknown));

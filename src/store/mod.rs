@@ -16,28 +16,48 @@
 mod alerts;
 mod changes;
 mod metrics;
+mod nodes;
+mod postgres;
+#[cfg(test)]
+mod run_tests;
 mod runs;
 mod schedules;
 mod sqlite;
 mod steps;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
 pub use alerts::{AlertOps, AlertRow, DueDeadline, NewAlert, Window};
 pub use changes::{Change, ChangeOps};
 pub use metrics::{Count, Hist, MetricCounts, MetricOps};
+pub use nodes::{Join, NodeId, NodeOps, NodeRow};
 pub use runs::{
     JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, RunOps, StatusCounts,
 };
 pub use schedules::{FireRecord, ScheduleOps};
 pub use steps::{StepEnd, StepOps};
 
+use postgres::PgStore;
 use sqlite::SqliteStore;
 
 /// Every operation of a store transaction, whichever the engine.
-pub trait Ops: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps {}
+pub trait Ops: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps + NodeOps {}
 
-impl<T: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps> Ops for T {}
+impl<T: RunOps + StepOps + AlertOps + ScheduleOps + ChangeOps + MetricOps + NodeOps> Ops for T {}
+
+/// Wake-ups from other hosts for the store at `location`: `Some` for PostgreSQL (a connection of
+/// its own that listens), `None` for SQLite (whose writers are all on this host and wake the
+/// daemon through its socket).
+pub fn listen(location: &Location) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    match location {
+        Location::Sqlite(_) => None,
+        Location::Postgres(url) => Some(postgres::listen(url)),
+    }
+}
 
 /// An open transaction, read or write, on either engine: what the queue, schedule, alert and
 /// workflow logic is given.
@@ -80,6 +100,19 @@ pub enum StoreError {
     },
     #[error("corrupt value in database: {0}")]
     Corrupt(String),
+    /// This node was declared dead by the others (it was silent past `node_timeout`) and its
+    /// runs were recovered: it may record nothing more for them.
+    #[error("this node was declared dead by the other nodes and its runs were recovered")]
+    Fenced,
+    /// A statement that writes, in a transaction that was only to look (an engine turn that
+    /// found work): it runs again under the write lock. Never seen outside the store.
+    #[error("a write in a transaction that was only to look")]
+    WriteInLook,
+    /// The database cannot be reached (the message names it, without its password).
+    #[error("{0}")]
+    Connect(String),
+    #[error("database error: {}", crate::workflow::steps::sql::postgres::describe_error(.0))]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -87,10 +120,31 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A connection to the store.
 pub struct Store {
     engine: Engine,
+    location: Location,
 }
 
 enum Engine {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by `postgres://` URL (which may hold a password).
+    Postgres(String),
+}
+
+impl Location {
+    /// For messages: the path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(url) => crate::workflow::steps::redact_url(url),
+        }
+    }
 }
 
 impl Store {
@@ -98,13 +152,40 @@ impl Store {
     pub fn open(path: &Path, durability: Durability) -> Result<Store> {
         Ok(Store {
             engine: Engine::Sqlite(SqliteStore::open(path, durability)?),
+            location: Location::Sqlite(path.to_path_buf()),
         })
     }
 
-    /// Where the store is, for messages.
-    pub fn path(&self) -> &Path {
+    /// Connects to (creating and migrating if needed) the store at `location`. `durability`
+    /// applies to SQLite; PostgreSQL's is the server's (`synchronous_commit`).
+    pub fn open_at(location: &Location, durability: Durability) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open(path, durability),
+            Location::Postgres(url) => Ok(Store {
+                engine: Engine::Postgres(PgStore::connect(url)?),
+                location: location.clone(),
+            }),
+        }
+    }
+
+    /// Where the store is: to open another connection to it.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Where the store is, for messages (a PostgreSQL URL without its password).
+    pub fn shown(&self) -> String {
         match &self.engine {
-            Engine::Sqlite(s) => s.path(),
+            Engine::Sqlite(s) => s.path().display().to_string(),
+            Engine::Postgres(p) => p.shown().to_owned(),
+        }
+    }
+
+    /// The SQLite database file, if the store is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.engine {
+            Engine::Sqlite(s) => Some(s.path()),
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -116,6 +197,7 @@ impl Store {
     ) -> Result<T, E> {
         match &mut self.engine {
             Engine::Sqlite(s) => s.write(f),
+            Engine::Postgres(p) => p.write(f),
         }
     }
 
@@ -126,6 +208,7 @@ impl Store {
     pub fn write_if_needed<T>(&mut self, f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         match &mut self.engine {
             Engine::Sqlite(s) => s.write_if_needed(f),
+            Engine::Postgres(p) => p.write_if_needed(f),
         }
     }
 
@@ -136,6 +219,7 @@ impl Store {
     ) -> Result<T, E> {
         match &mut self.engine {
             Engine::Sqlite(s) => s.read(f),
+            Engine::Postgres(p) => p.read(f),
         }
     }
 
@@ -143,6 +227,7 @@ impl Store {
     pub fn alerts_written(&self) -> u32 {
         match &self.engine {
             Engine::Sqlite(s) => s.alerts_written(),
+            Engine::Postgres(p) => p.alerts_written(),
         }
     }
 
@@ -151,6 +236,7 @@ impl Store {
     pub fn disable_autocheckpoint(&self) -> Result<()> {
         match &self.engine {
             Engine::Sqlite(s) => s.disable_autocheckpoint(),
+            Engine::Postgres(_) => Ok(()),
         }
     }
 
@@ -159,6 +245,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(i64, i64)> {
         match &self.engine {
             Engine::Sqlite(s) => s.checkpoint(),
+            Engine::Postgres(_) => Ok((0, 0)),
         }
     }
 
@@ -166,6 +253,7 @@ impl Store {
     pub fn disk_bytes(&self) -> u64 {
         match &self.engine {
             Engine::Sqlite(s) => s.disk_bytes(),
+            Engine::Postgres(_) => 0,
         }
     }
 }

@@ -57,7 +57,7 @@ impl StepRunner {
         let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(
-                Store::open(&self.data.db_path(), Durability::Full)
+                Store::open_at(&self.data.store_location(), Durability::Full)
                     .map_err(|e| format!("cannot watch the outbox: {e}"))?,
             );
         }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -68,7 +68,8 @@ impl Env {
         c.arg("-c").arg(&self.config).arg("-d").arg(&self.data);
         c.env_remove("WORKER_LOG")
             .env_remove("WORKER_CONFIG")
-            .env_remove("WORKER_DATA_DIR");
+            .env_remove("WORKER_DATA_DIR")
+            .env_remove("WORKER_DATABASE_URL");
         c.env("NO_COLOR", "1");
         for (k, v) in self.env.borrow().iter() {
             c.env(k, v);
@@ -297,4 +298,77 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A schema of its own on the test server, dropped at the end; `None` (and a note) without one.
+pub struct PgSchema {
+    admin_url: String,
+    schema: String,
+    /// The URL that puts the store in this schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    pub fn new() -> Option<PgSchema> {
+        let admin_url = match std::env::var("WORKER_TEST_DATABASE_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: WORKER_TEST_DATABASE_URL is not set: PostgreSQL end-to-end test skipped"
+                );
+                return None;
+            }
+        };
+        let schema = format!("e2e_{}_{}", std::process::id(), fastrand::u32(..));
+        admin(&admin_url, &format!("CREATE SCHEMA {schema}"));
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{sep}options=-c%20search_path%3D{schema}");
+        Some(PgSchema {
+            admin_url,
+            schema,
+            url,
+        })
+    }
+
+    /// One value from the store's schema.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.query_one(sql, &[]).await.unwrap().get(0)
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        admin(
+            &self.admin_url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+        );
+    }
+}
+
+fn admin(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("WORKER_TEST_DATABASE_URL: cannot connect: {e}"));
+        tokio::spawn(conn);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
 }

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod api;
+mod cluster;
 mod common;
 mod dashboard;
 mod identity;

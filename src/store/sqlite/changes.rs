@@ -38,6 +38,7 @@ impl ChangeOps for SqliteTx<'_> {
         let mut stmt = self.tx.prepare_cached(
             "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?1",
         )?;
-        Ok(stmt.execute([keep as i64])?)
+        // More than can be numbered keeps everything (`as i64` would make it -1: delete all).
+        Ok(stmt.execute([i64::try_from(keep).unwrap_or(i64::MAX)])?)
     }
 }

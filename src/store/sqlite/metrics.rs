@@ -8,34 +8,6 @@ const FINAL_RUNS: &str = "('succeeded', 'dead', 'cancelled')";
 
 const FINAL_STEPS: &str = "('succeeded', 'failed', 'skipped', 'cancelled')";
 
-fn add(v: &mut Vec<Count>, labels: Vec<String>, n: u64) {
-    match v.iter_mut().find(|(l, _)| *l == labels) {
-        Some((_, c)) => *c += n,
-        None => v.push((labels, n)),
-    }
-}
-
-fn observe(v: &mut Vec<Hist>, labels: Vec<String>, bucket: &str, n: u64, sum: f64, bounds: usize) {
-    let Ok(i) = bucket.parse::<usize>() else {
-        return;
-    };
-    let i = i.min(bounds);
-    let h = match v.iter().position(|h| h.labels == labels) {
-        Some(p) => &mut v[p],
-        None => {
-            v.push(Hist {
-                labels,
-                buckets: vec![0; bounds + 1],
-                sum: 0.0,
-            });
-            let last = v.len() - 1;
-            &mut v[last]
-        }
-    };
-    h.buckets[i] += n;
-    h.sum += sum;
-}
-
 impl MetricOps for SqliteTx<'_> {
     fn metric_counts(&self) -> Result<MetricCounts> {
         let mut m = MetricCounts {
@@ -98,48 +70,16 @@ impl MetricOps for SqliteTx<'_> {
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?),
                 r.get::<_, i64>(4)?,
                 r.get::<_, f64>(5)?,
             ))
         })?;
         for row in rows {
-            let (metric, a, b, c, n, sum) = row?;
-            let n = n.max(0) as u64;
-            match metric.as_str() {
-                "runs" => add(&mut m.runs, vec![a, b], n),
-                "attempts" => add(&mut m.attempts, vec![a, b], n),
-                "steps" => add(&mut m.steps, vec![a, b, c], n),
-                "fires" => add(&mut m.fires, vec![a, b], n),
-                "alerts" => add(&mut m.alerts, vec![a, b], n),
-                "run_duration" => observe(
-                    &mut m.run_duration,
-                    vec![a],
-                    &b,
-                    n,
-                    sum,
-                    DURATION_BUCKETS.len(),
-                ),
-                "queue_wait" => observe(&mut m.queue_wait, vec![a], &b, n, sum, WAIT_BUCKETS.len()),
-                "fire_lag" => observe(&mut m.fire_lag, vec![], &b, n, sum, LAG_BUCKETS.len()),
-                _ => {}
-            }
+            let (metric, labels, n, sum) = row?;
+            m.add_total(&metric, labels, n, sum);
         }
-        for v in [
-            &mut m.runs,
-            &mut m.attempts,
-            &mut m.steps,
-            &mut m.fires,
-            &mut m.alerts,
-            &mut m.states,
-        ] {
-            v.sort();
-        }
-        for h in [&mut m.run_duration, &mut m.queue_wait, &mut m.fire_lag] {
-            h.sort_by(|x, y| x.labels.cmp(&y.labels));
-        }
+        m.sort();
         Ok(m)
     }
 }
@@ -200,19 +140,5 @@ mod tests {
         for bounds in [DURATION_BUCKETS, WAIT_BUCKETS, LAG_BUCKETS] {
             assert!(m.contains(&bucket_case("d", bounds)), "{bounds:?}");
         }
-    }
-
-    #[test]
-    fn totals_merge_into_their_series() {
-        let mut v = vec![(vec!["a".to_string(), "dead".to_string()], 2)];
-        add(&mut v, vec!["a".into(), "dead".into()], 3);
-        add(&mut v, vec!["b".into(), "dead".into()], 1);
-        assert_eq!(v[0].1, 5);
-        assert_eq!(v.len(), 2);
-        let mut h = Vec::new();
-        observe(&mut h, vec!["a".into()], "0", 2, 0.1, 3);
-        observe(&mut h, vec!["a".into()], "9", 1, 50.0, 3);
-        assert_eq!(h[0].buckets, vec![2, 0, 0, 1]);
-        assert!((h[0].sum - 50.1).abs() < 1e-9);
     }
 }

@@ -274,4 +274,18 @@ pub const MIGRATIONS: &[&str] = &[
             ON CONFLICT (metric, a, b, c) DO UPDATE SET n = n + 1;
     END;
     "#,
+    // 11: the daemons that used this store (one at a time on SQLite), for `worker nodes`;
+    // instants in milliseconds by SQLite's clock.
+    r#"
+    CREATE TABLE nodes (
+        name         TEXT    PRIMARY KEY,
+        host         TEXT    NOT NULL,
+        pid          INTEGER NOT NULL,
+        version      TEXT    NOT NULL,
+        started_at   INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        state        TEXT    NOT NULL,
+        epoch        INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];

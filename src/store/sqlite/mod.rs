@@ -18,6 +18,7 @@ mod alerts;
 mod changes;
 mod metrics;
 mod migrations;
+mod nodes;
 mod runs;
 mod schedules;
 mod steps;
@@ -50,6 +51,26 @@ impl SqliteStore {
             path: path.to_path_buf(),
             source,
         };
+        // SQLite creates the WAL and shared-memory files with the database file's mode: create the
+        // database file first, private, and everything that follows is private too.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::datadir::FILE_MODE)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(open_err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                        Some(e.to_string()),
+                    )));
+                }
+            }
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -257,7 +278,6 @@ fn opt_time(ms: Option<i64>) -> Result<Option<crate::model::Time>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewRun, Store};
 
     /// A full scan of `runs` on the engine's path costs O(history) per turn: with a million
     /// finished runs, every start would wait for it. Each hot statement must use an index.
@@ -305,52 +325,5 @@ mod tests {
                 "re-compiled on a new binding:\n{sql}"
             );
         }
-    }
-
-    /// Percentiles are nearest-rank over each job's finished runs' last attempts.
-    #[test]
-    fn job_stats_percentiles() {
-        use crate::model::{Priority, RunState, Trigger};
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("w.db"), Durability::Normal).unwrap();
-        let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let env = std::collections::BTreeMap::new();
-        store
-            .write(|tx| {
-                for ms_taken in 1..=20i64 {
-                    let id = tx.insert_run(&NewRun {
-                        job: "a",
-                        state: RunState::Queued,
-                        priority: Priority::Normal,
-                        trigger: Trigger::Queue,
-                        key: None,
-                        max_attempts: 1,
-                        created_at: t0,
-                        due_at: t0,
-                        env: &env,
-                        schedule: None,
-                        scheduled_at: None,
-                        owner: None,
-                        retry_of: None,
-                        error: None,
-                        finished_at: None,
-                        definition: None,
-                        input: None,
-                        origin: None,
-                    })?;
-                    let (_, seq) = tx.start_attempt(id, "daemon", t0, false)?;
-                    let end = t0 + chrono::Duration::milliseconds(ms_taken);
-                    tx.end_attempt(id, seq, end, "succeeded", Some(0), None, None, None)?;
-                    tx.finish_run(id, RunState::Succeeded, end, None, Some(0), None)?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .unwrap();
-        let stats = store.read(|tx| tx.job_stats()).unwrap();
-        assert_eq!(stats.len(), 1);
-        assert_eq!(
-            (stats[0].succeeded, stats[0].p50_ms, stats[0].p95_ms),
-            (20, Some(10), Some(19))
-        );
     }
 }

@@ -37,7 +37,7 @@
 //! appears in them (URLs are shown without userinfo and options).
 
 mod mysql;
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 
 use std::time::Duration;

@@ -53,6 +53,73 @@ pub(super) async fn run(url: &str, query: &str, params: &[Value], timeout: Durat
     Ok(rows.into_outputs())
 }
 
+/// Connects to `url` for the store (TLS per its `sslmode`, as for a `sql` step). The
+/// connection's I/O runs as a task on the current runtime until the client is dropped or the
+/// server goes away; notifications (`LISTEN`) are passed to `notices`.
+pub(crate) async fn connect_store(
+    url: &str,
+    application: &str,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<Client, String> {
+    let mut target = parse(url)?;
+    target.config.application_name(application);
+    target.config.connect_timeout(Duration::from_secs(10));
+    target.config.keepalives_idle(Duration::from_secs(30));
+    let shown = redact_url(url);
+    match target.tls {
+        TlsMode::Off => connect_with(target.config, NoTls, &shown, notices).await,
+        mode => {
+            let config = tls_config(mode, target.root_cert.as_deref()).await?;
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+            connect_with(target.config, tls, &shown, notices).await
+        }
+    }
+}
+
+async fn connect_with<T>(
+    config: Config,
+    tls: T,
+    shown: &str,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<Client, String>
+where
+    T: MakeTlsConnect<Socket> + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| format!("PostgreSQL: cannot connect to {shown}: {}", pg_error(&e)))?;
+    tokio::spawn(async move {
+        while let Some(message) =
+            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+        {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if let Some(to) = &notices
+                        && to.send(n).is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// A PostgreSQL error with the server's message, code, detail and hint.
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+    pg_error(e)
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum TlsMode {
     Off,
@@ -104,6 +171,10 @@ fn parse(url: &str) -> Result<Target, String> {
         u.set_query(None);
     } else {
         u.query_pairs_mut().clear().extend_pairs(kept);
+        // Form encoding writes a space as `+` (a `+` itself as `%2B`); tokio-postgres decodes
+        // only `%20`, and `options=-c name=value` needs its space.
+        let query = u.query().map(|q| q.replace('+', "%20"));
+        u.set_query(query.as_deref());
     }
     let config = u
         .as_str()

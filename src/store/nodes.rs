@@ -1,0 +1,138 @@
+//! Operations on nodes: the daemons that share a store, their heartbeats and liveness.
+//!
+//! Every instant that decides liveness is the database's (`now()` on PostgreSQL), never a
+//! node's: hosts whose clocks disagree cannot declare each other dead early.
+
+use std::time::Duration;
+
+use super::Result;
+use crate::model::Time;
+
+/// A node as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_at: Time,
+    pub heartbeat_at: Time,
+    /// `live`, `dead` (silent past its timeout, its runs recovered) or `left` (stopped cleanly).
+    pub state: String,
+    /// Incremented each time the node joins: a node that was declared dead and comes back
+    /// cannot pass for its earlier self.
+    pub epoch: i64,
+    /// Runs it holds (`running`).
+    pub running: u32,
+    /// How long ago its last heartbeat was, by the database's clock.
+    pub silent_for: Duration,
+}
+
+/// What joining as a node gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Join {
+    /// Joined, with this epoch.
+    Joined { epoch: i64 },
+    /// A live node of that name has sent a heartbeat within the timeout.
+    Taken {
+        host: String,
+        pid: u32,
+        silent_for: Duration,
+    },
+}
+
+/// Who this process is among the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId {
+    pub name: String,
+    pub epoch: i64,
+}
+
+pub trait NodeOps {
+    /// Joins as node `name` (a new epoch, state `live`), unless a live node of that name has
+    /// sent a heartbeat within `timeout`.
+    fn join_node(
+        &self,
+        name: &str,
+        host: &str,
+        pid: u32,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<Join>;
+
+    /// Records a heartbeat. `false`: the node is no longer live in this epoch (it was declared
+    /// dead and its runs were recovered): it must stop what it runs and join again.
+    fn node_heartbeat(&self, node: &NodeId) -> Result<bool>;
+
+    /// Whether the node is live in this epoch (checked first in every write of a node's engine).
+    fn node_live(&self, node: &NodeId) -> Result<bool>;
+
+    /// Declares dead every live node silent for `timeout`; returns their names.
+    fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>>;
+
+    /// A node that stops cleanly leaves (state `left`).
+    fn leave_node(&self, node: &NodeId) -> Result<()>;
+
+    /// Every node ever joined, by name.
+    fn nodes(&self) -> Result<Vec<NodeRow>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, conformance};
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    conformance! {
+        /// A name is taken while its node sends heartbeats; once it is declared dead (or leaves)
+        /// the name can join again, in a new epoch, and the old epoch is refused.
+        fn joining_heartbeats_expiry_and_fencing(engine) {
+            let dir = tempfile::tempdir().unwrap();
+            let ts = TestStore::new(engine, dir.path()).unwrap();
+            let mut store = ts.open();
+            let join = |store: &mut crate::store::Store, pid: u32| {
+                store
+                    .write(|tx| tx.join_node("a", "host-1", pid, "1.0", LONG))
+                    .unwrap()
+            };
+            let Join::Joined { epoch } = join(&mut store, 10) else {
+                panic!("a new name joins")
+            };
+            let first = NodeId { name: "a".into(), epoch };
+            match join(&mut store, 11) {
+                Join::Taken { host, pid, silent_for } => {
+                    assert_eq!((host.as_str(), pid), ("host-1", 10));
+                    assert!(silent_for < LONG);
+                }
+                other => panic!("a live name is taken, got {other:?}"),
+            }
+            assert!(store.write(|tx| tx.node_heartbeat(&first)).unwrap());
+            assert!(store.read(|tx| tx.node_live(&first)).unwrap());
+            // Not silent long enough: nobody expires.
+            assert!(store.write(|tx| tx.expire_nodes(LONG)).unwrap().is_empty());
+            std::thread::sleep(Duration::from_millis(20));
+            let expired = store
+                .write(|tx| tx.expire_nodes(Duration::from_millis(1)))
+                .unwrap();
+            assert_eq!(expired, vec!["a".to_string()]);
+            // The old epoch is fenced: no heartbeat, not live.
+            assert!(!store.write(|tx| tx.node_heartbeat(&first)).unwrap());
+            assert!(!store.read(|tx| tx.node_live(&first)).unwrap());
+            let rows = store.read(|tx| tx.nodes()).unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!((rows[0].state.as_str(), rows[0].epoch), ("dead", epoch));
+            // It joins again in a new epoch.
+            let Join::Joined { epoch: second } = join(&mut store, 12) else {
+                panic!("a dead node's name joins again")
+            };
+            assert!(second > epoch);
+            let again = NodeId { name: "a".into(), epoch: second };
+            assert!(store.read(|tx| tx.node_live(&again)).unwrap());
+            store.write(|tx| tx.leave_node(&again)).unwrap();
+            let rows = store.read(|tx| tx.nodes()).unwrap();
+            assert_eq!((rows[0].state.as_str(), rows[0].pid), ("left", 12));
+            assert!(matches!(join(&mut store, 13), Join::Joined { .. }));
+        }
+    }
+}

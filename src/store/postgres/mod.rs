@@ -1,0 +1,423 @@
+//! The PostgreSQL store: one database shared by every daemon and command of a cluster.
+//!
+//! The rest of the code is synchronous over a [`Tx`]; tokio-postgres is asynchronous. Each
+//! connection's socket is driven by a task on one process-wide runtime (thread `worker-pg`), and a
+//! statement's future — which only talks to that task through channels — is waited for on the
+//! caller's thread, as a SQLite statement would be. So a store call blocks its caller (the
+//! engine's loop, an API blocking thread, a command) and nothing else.
+//!
+//! Write transactions are serialised by a transaction-scoped advisory lock taken first thing
+//! (one key per schema): the same guarantee as SQLite's `BEGIN IMMEDIATE`, so every
+//! read-then-write decision above (a claim against `concurrency`, a fire's exactly-once record)
+//! holds across nodes. Statements are prepared once per connection and kept.
+
+mod alerts;
+mod changes;
+mod convert;
+mod metrics;
+mod migrations;
+mod nodes;
+mod runs;
+mod schedules;
+mod steps;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::OnceLock;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::{Result, StoreError, Tx};
+use crate::workflow::steps::sql::postgres::{connect_store, describe_error};
+
+/// First half of every advisory lock key of the store (the second is the schema's hash).
+const LOCK_CLASS: i32 = 0x776b_7200; // "wkr\0"
+/// Second halves: which lock.
+const LOCK_WRITE: &str = "write";
+const LOCK_MIGRATE: &str = "migrate";
+
+/// The runtime that drives every PostgreSQL connection of the process.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("worker-pg")
+            .enable_all()
+            .build()
+            // Without a thread and an epoll instance the process could not do anything else
+            // either; there is no store to fall back to.
+            .expect("cannot start the PostgreSQL runtime thread")
+    })
+}
+
+/// Waits for `f` on this thread. Only for futures that need no runtime of their own: a client's
+/// statements, or a task spawned on [`runtime`].
+fn wait<F: Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+/// A connection to a PostgreSQL store.
+pub struct PgStore {
+    url: String,
+    /// The URL without its password, for messages.
+    shown: String,
+    client: Client,
+    statements: RefCell<HashMap<String, Statement>>,
+    /// This schema's lock keys: (write, migrate).
+    locks: (i32, i32),
+    alerts_written: u32,
+}
+
+/// An open transaction and the typed operations on it.
+pub struct PgTx<'s> {
+    store: &'s PgStore,
+    /// Pending alerts inserted so far.
+    alerts: Cell<u32>,
+    /// A look without the write lock ([`PgStore::write_if_needed`]): the first statement that
+    /// writes ends it with [`StoreError::WriteInLook`] instead of running.
+    look: bool,
+}
+
+impl PgStore {
+    /// Connects to `url`, applying migrations if the schema is behind.
+    pub fn connect(url: &str) -> Result<PgStore> {
+        let shown = crate::workflow::steps::redact_url(url);
+        let client = Self::open_client(url)?;
+        let mut store = PgStore {
+            url: url.to_owned(),
+            shown,
+            client,
+            statements: RefCell::new(HashMap::new()),
+            locks: (0, 0),
+            alerts_written: 0,
+        };
+        let row = store.client_wait(|c| async move {
+            c.query_one(
+                "SELECT hashtext(current_schema() || $1), hashtext(current_schema() || $2)",
+                &[&LOCK_WRITE, &LOCK_MIGRATE],
+            )
+            .await
+        })?;
+        store.locks = (row.get(0), row.get(1));
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn open_client(url: &str) -> Result<Client> {
+        let owned = url.to_owned();
+        wait(runtime().spawn(async move { connect_store(&owned, "worker", None).await }))
+            .map_err(|e| StoreError::Connect(format!("PostgreSQL: {e}")))?
+            .map_err(StoreError::Connect)
+    }
+
+    /// Where the store is (without the password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Runs one client call to completion on this thread.
+    fn client_wait<'c, T, Fut>(&'c self, f: impl FnOnce(&'c Client) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 'c,
+    {
+        Ok(wait(f(&self.client))?)
+    }
+
+    /// A connection the server closed (a restart, a network cut) is opened again before the
+    /// next transaction; its prepared statements went with it.
+    fn reconnect_if_closed(&mut self) -> Result<()> {
+        if self.client.is_closed() {
+            self.client = Self::open_client(&self.url)?;
+            self.statements.borrow_mut().clear();
+        }
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = migrations::MIGRATIONS.len() as i32;
+        let (class, key) = (LOCK_CLASS, self.locks.1);
+        self.client_wait(|c| async move {
+            c.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &key])
+                .await?;
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS worker_schema (
+                     version    integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+        })?;
+        let outcome = (|| {
+            let version: i32 = self
+                .client_wait(|c| async move {
+                    c.query_one("SELECT coalesce(max(version), 0) FROM worker_schema", &[])
+                        .await
+                })?
+                .get(0);
+            if version > known {
+                return Err(StoreError::TooNew {
+                    path: self.shown.clone().into(),
+                    found: version.into(),
+                    known: known.into(),
+                });
+            }
+            for (i, sql) in migrations::MIGRATIONS
+                .iter()
+                .enumerate()
+                .skip(version as usize)
+            {
+                let number = i as i32 + 1;
+                self.client_wait(|c| async move {
+                    c.batch_execute("BEGIN").await?;
+                    let applied = async {
+                        c.batch_execute(sql).await?;
+                        c.execute(
+                            "INSERT INTO worker_schema (version) VALUES ($1)",
+                            &[&number],
+                        )
+                        .await
+                    }
+                    .await;
+                    match applied {
+                        Ok(_) => c.batch_execute("COMMIT").await,
+                        Err(e) => {
+                            let _ = c.batch_execute("ROLLBACK").await;
+                            Err(e)
+                        }
+                    }
+                })?;
+            }
+            Ok(())
+        })();
+        let unlocked = self.client_wait(|c| async move {
+            c.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &key])
+                .await
+        });
+        outcome?;
+        unlocked?;
+        Ok(())
+    }
+
+    /// Runs `f` in a write transaction, committing if it returns `Ok`: every writer of the
+    /// store (all nodes) takes the same advisory lock first, so writes are serialised.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.reconnect_if_closed()?;
+        let (class, key) = (LOCK_CLASS, self.locks.0);
+        self.client_wait(|c| async move {
+            c.batch_execute("BEGIN").await?;
+            c.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&class, &key])
+                .await
+        })
+        .inspect_err(|_| self.rollback())?;
+        let tx = PgTx {
+            store: self,
+            alerts: Cell::new(0),
+            look: false,
+        };
+        let out = match f(&tx) {
+            Ok(out) => out,
+            Err(e) => {
+                self.rollback();
+                return Err(e);
+            }
+        };
+        let alerts = tx.alerts.get();
+        self.client_wait(|c| async move { c.batch_execute("COMMIT").await })
+            .inspect_err(|_| self.rollback())?;
+        self.alerts_written = alerts;
+        Ok(out)
+    }
+
+    /// Runs `f` first as a look, without the write lock, in one snapshot: a wake-up that finds
+    /// nothing to do (the common case for the nodes a notification did not concern) holds up
+    /// no writer. At its first statement that writes, the look is abandoned and `f` runs again
+    /// from the start under the lock, so that every decision is made on data no writer can
+    /// change meanwhile.
+    pub fn write_if_needed<T>(&mut self, mut f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.reconnect_if_closed()?;
+        self.client_wait(|c| async move {
+            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+        })?;
+        let tx = PgTx {
+            store: self,
+            alerts: Cell::new(0),
+            look: true,
+        };
+        let looked = f(&tx);
+        self.rollback();
+        match looked {
+            Err(StoreError::WriteInLook) => self.write(f),
+            other => other,
+        }
+    }
+
+    /// Runs `f` in a read transaction: one consistent snapshot.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.reconnect_if_closed()?;
+        self.client_wait(|c| async move {
+            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+        })?;
+        let tx = PgTx {
+            store: self,
+            alerts: Cell::new(0),
+            look: false,
+        };
+        let out = f(&tx);
+        self.rollback();
+        out
+    }
+
+    /// Ends the open transaction, if any, discarding it. A connection that fails even this is
+    /// opened again before the next transaction.
+    fn rollback(&self) {
+        let _ = self.client_wait(|c| async move { c.batch_execute("ROLLBACK").await });
+    }
+
+    /// How many pending alerts the last committed write transaction added.
+    pub fn alerts_written(&self) -> u32 {
+        self.alerts_written
+    }
+}
+
+/// Whether `sql` only reads: a plain `SELECT` (no `FOR UPDATE`, no function known to write).
+/// Anything else counts as a write (`WITH` may hide one).
+fn reads_only(sql: &str) -> bool {
+    let head = sql.trim_start();
+    head.len() >= 6
+        && head[..6].eq_ignore_ascii_case("select")
+        && !sql.contains("FOR UPDATE")
+        && !sql.contains("pg_advisory")
+        && !sql.contains("nextval")
+}
+
+/// The channel every wake-up of every schema is sent on; the payload names the schema.
+pub const WAKE_CHANNEL: &str = "worker_wake";
+
+/// Listens on a connection of its own for wake-ups of the store at `url` (a run enqueued, a
+/// cancel requested, a signal sent… from any host): each arrives on the receiver. A lost
+/// connection is opened again (every second until it succeeds), followed by one wake-up, since
+/// anything may have happened meanwhile. Ends when the receiver is dropped.
+pub fn listen(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let url = url.to_owned();
+    runtime().spawn(async move {
+        let shown = crate::workflow::steps::redact_url(&url);
+        let mut first = true;
+        loop {
+            let (notices, mut heard) = tokio::sync::mpsc::unbounded_channel();
+            let listening = async {
+                let client = connect_store(&url, "worker-listen", Some(notices)).await?;
+                let schema: String = client
+                    .query_one("SELECT current_schema()", &[])
+                    .await
+                    .map_err(|e| describe_error(&e))?
+                    .get(0);
+                client
+                    .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
+                    .await
+                    .map_err(|e| describe_error(&e))?;
+                Ok::<_, String>((client, schema))
+            };
+            match listening.await {
+                Ok((client, schema)) => {
+                    if !first && wake.send(()).is_err() {
+                        return;
+                    }
+                    first = false;
+                    // The client must live while we listen; the notices end with its connection.
+                    while let Some(n) = heard.recv().await {
+                        if n.payload() == schema && wake.send(()).is_err() {
+                            return;
+                        }
+                    }
+                    drop(client);
+                    tracing::warn!(database = %shown, "lost the connection that listens for wake-ups; opening it again");
+                }
+                Err(e) => {
+                    tracing::warn!(database = %shown, error = %e, "cannot listen for wake-ups; trying again in 1 s");
+                }
+            }
+            if wake.is_closed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    woken
+}
+
+impl PgTx<'_> {
+    /// `sql` prepared on this connection, once. In a look, a statement that may write is
+    /// refused before it runs.
+    fn statement(&self, sql: &str) -> Result<Statement> {
+        if self.look && !reads_only(sql) {
+            return Err(StoreError::WriteInLook);
+        }
+        if let Some(s) = self.store.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self
+            .store
+            .client_wait(|c| async move { c.prepare(sql).await })?;
+        self.store
+            .statements
+            .borrow_mut()
+            .insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The rows of `sql` with `params` (`$1`, `$2`…).
+    pub(super) fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let stmt = self.statement(sql)?;
+        self.store
+            .client_wait(|c| async move { c.query(&stmt, params).await })
+    }
+
+    /// The one row of `sql`, if there is one (more is an error).
+    pub(super) fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let stmt = self.statement(sql)?;
+        self.store
+            .client_wait(|c| async move { c.query_opt(&stmt, params).await })
+    }
+
+    /// The one row of `sql` (none, or more, is an error).
+    pub(super) fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let stmt = self.statement(sql)?;
+        self.store
+            .client_wait(|c| async move { c.query_one(&stmt, params).await })
+    }
+
+    /// Runs `sql`; returns how many rows it changed.
+    pub(super) fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let stmt = self.statement(sql)?;
+        self.store
+            .client_wait(|c| async move { c.execute(&stmt, params).await })
+    }
+
+    /// Counts a pending alert written in this transaction.
+    pub(super) fn alert_written(&self) {
+        self.alerts.set(self.alerts.get() + 1);
+    }
+}
+
+/// Runs `sql` on a connection of its own to `url` (tests: a schema made or dropped).
+#[cfg(test)]
+pub(super) fn execute_batch(url: &str, sql: &str) -> Result<()> {
+    let client = PgStore::open_client(url)?;
+    Ok(wait(client.batch_execute(sql))?)
+}

@@ -1,0 +1,115 @@
+//! PostgreSQL: nodes, by the database's clock (`now()`, the transaction's start: every node's
+//! view of "silent for" is measured against the same clock).
+
+use std::time::Duration;
+
+use tokio_postgres::Row;
+
+use super::PgTx;
+use crate::store::Result;
+use crate::store::nodes::*;
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn node_from_row(r: &Row) -> NodeRow {
+    let silent: f64 = r.get(9);
+    NodeRow {
+        name: r.get(0),
+        host: r.get(1),
+        pid: r.get::<_, i32>(2).max(0) as u32,
+        version: r.get(3),
+        started_at: r.get(4),
+        heartbeat_at: r.get(5),
+        state: r.get(6),
+        epoch: r.get(7),
+        running: r.get::<_, i64>(8).max(0) as u32,
+        silent_for: Duration::from_secs_f64(silent.max(0.0)),
+    }
+}
+
+impl NodeOps for PgTx<'_> {
+    fn join_node(
+        &self,
+        name: &str,
+        host: &str,
+        pid: u32,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<Join> {
+        let live = self.query_opt(
+            "SELECT host, pid, extract(epoch FROM now() - heartbeat_at)::float8 FROM nodes \
+             WHERE name = $1 AND state = 'live'",
+            &[&name],
+        )?;
+        if let Some(r) = live {
+            let silent: f64 = r.get(2);
+            if silent < seconds(timeout) {
+                return Ok(Join::Taken {
+                    host: r.get(0),
+                    pid: r.get::<_, i32>(1).max(0) as u32,
+                    silent_for: Duration::from_secs_f64(silent.max(0.0)),
+                });
+            }
+        }
+        let pid = pid as i32;
+        let epoch: i64 = self
+            .query_one(
+                "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at, state, epoch) \
+                 VALUES ($1, $2, $3, $4, now(), now(), 'live', 1) \
+                 ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid, \
+                 version = excluded.version, started_at = excluded.started_at, \
+                 heartbeat_at = excluded.heartbeat_at, state = 'live', epoch = nodes.epoch + 1 \
+                 RETURNING epoch",
+                &[&name, &host, &pid, &version],
+            )?
+            .get(0);
+        Ok(Join::Joined { epoch })
+    }
+
+    fn node_heartbeat(&self, node: &NodeId) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE nodes SET heartbeat_at = now() WHERE name = $1 AND epoch = $2 AND state = 'live'",
+            &[&node.name, &node.epoch],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn node_live(&self, node: &NodeId) -> Result<bool> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live'",
+                &[&node.name, &node.epoch],
+            )?
+            .is_some())
+    }
+
+    fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {
+        let rows = self.query(
+            "UPDATE nodes SET state = 'dead' WHERE state = 'live' \
+             AND heartbeat_at < now() - make_interval(secs => $1) RETURNING name",
+            &[&seconds(timeout)],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn leave_node(&self, node: &NodeId) -> Result<()> {
+        self.execute(
+            "UPDATE nodes SET state = 'left', heartbeat_at = now() \
+             WHERE name = $1 AND epoch = $2 AND state = 'live'",
+            &[&node.name, &node.epoch],
+        )?;
+        Ok(())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRow>> {
+        let rows = self.query(
+            "SELECT n.name, n.host, n.pid, n.version, n.started_at, n.heartbeat_at, n.state, n.epoch, \
+             (SELECT count(*) FROM runs r WHERE r.state = 'running' AND r.owner = n.name), \
+             extract(epoch FROM now() - n.heartbeat_at)::float8 FROM nodes n ORDER BY n.name",
+            &[],
+        )?;
+        Ok(rows.iter().map(node_from_row).collect())
+    }
+}
