@@ -235,6 +235,20 @@ pub fn report_for(claimed: &Claimed, finished: &Finished, spec: &Spec) -> Report
         output_bytes: Some(finished.output_bytes),
         duration_ms: Some(finished.duration.as_millis() as i64),
         output_tail,
+        output: None,
+    }
+}
+
+/// An ended attempt's captured output, to keep in a shared store (at most its `output_limit`,
+/// the tail, as the file keeps it). `None` when nothing was captured or it cannot be read (the
+/// file stays the record on this host).
+pub fn kept_output(spec: &Spec) -> Option<Vec<u8>> {
+    match crate::exec::capture::read_tail(&spec.log, spec.output_limit) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::warn!(path = %spec.log.display(), error = %e, "cannot read the output to keep it in the store");
+            None
+        }
     }
 }
 
@@ -263,6 +277,7 @@ pub fn report_unstartable(claimed: &Claimed, error: String) -> Report {
         },
         output_bytes: None,
         duration_ms: None,
+        output: None,
         output_tail: None,
     }
 }
@@ -295,6 +310,13 @@ pub fn recover_dead_owners(
     let mut out = Vec::new();
     for owner in store.read(|tx| tx.owners())? {
         if Some(owner.as_str()) == me {
+            continue;
+        }
+        // A node's runs are recovered by the other nodes, once it was declared dead; a
+        // foreground process of another host (its lease is not here) by that host.
+        if crate::store::owner_node(&owner).is_some()
+            || (data.shared_store() && !data.has_lease(&owner))
+        {
             continue;
         }
         let Owner::Dead(guard) = data.probe(&owner) else {

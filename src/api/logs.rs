@@ -145,7 +145,19 @@ fn read_all(store: &mut Store, data: &DataDir, id: RunId, target: &Target) -> Ap
                 None => attempts.last(),
             };
             match chosen {
-                Some(a) => read_file(&data.log_path(id, a.seq)),
+                Some(a) => {
+                    let path = data.log_path(id, a.seq);
+                    match capture::read_tail(&path, u64::MAX).map_err(|e| io_error(&path, e))? {
+                        Some(out) => Ok(out),
+                        // Run on another host: kept in the store when the attempt ended.
+                        None => {
+                            let seq = a.seq;
+                            Ok(store
+                                .read(|tx| tx.attempt_output(id, seq))?
+                                .unwrap_or_default())
+                        }
+                    }
+                }
                 None => Ok(Vec::new()),
             }
         }

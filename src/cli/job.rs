@@ -233,7 +233,10 @@ impl Foreground {
                 }
             }
         };
-        let report = runner::report_for(&claimed, &finished, &spec);
+        let mut report = runner::report_for(&claimed, &finished, &spec);
+        if self.data.shared_store() {
+            report.output = runner::kept_output(&spec);
+        }
         let state = self.record(&report)?;
         let took = format_duration(finished.duration);
         match state {

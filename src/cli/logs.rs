@@ -45,9 +45,22 @@ pub fn run(ctx: &Ctx, id: RunId, attempt: Option<u32>) -> CliResult {
         },
     };
     let path = data.log_path(id, chosen.seq);
-    let out = capture::read_tail(&path, u64::MAX)
-        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?
-        .unwrap_or_default();
+    let local = capture::read_tail(&path, u64::MAX)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let out = match local {
+        Some(out) => out,
+        // Run on another host: its output was kept in the store when the attempt ended.
+        None => {
+            let seq = chosen.seq;
+            let kept = store.read(|tx| tx.attempt_output(id, seq))?;
+            if kept.is_none() && chosen.finished_at.is_none() && data.shared_store() {
+                eprintln!(
+                    "run {id} is running on another node: its output is readable here once the attempt ends"
+                );
+            }
+            kept.unwrap_or_default()
+        }
+    };
     if let Some(total) = chosen.output_bytes {
         let shown = out.len() as u64;
         if total > shown {
@@ -300,6 +313,7 @@ pub fn follow(ctx: &Ctx, id: RunId) -> CliResult {
                 // A new attempt: finish the previous one's output, say how it ended.
                 if let Some((seq, mut tail)) = current.take() {
                     tail.pump(&mut stdout)?;
+                    kept_elsewhere(&data, &mut store, id, seq, &mut stdout)?;
                     if let Some(prev) = attempts.iter().find(|a| a.seq == seq) {
                         eprintln!("[worker: attempt {} {}]", prev.number, ended(prev));
                     }
@@ -327,8 +341,9 @@ pub fn follow(ctx: &Ctx, id: RunId) -> CliResult {
         }
         if run.state.is_final() {
             // The attempt's output is complete once its end is recorded: take the rest.
-            if let Some((_, tail)) = current.as_mut() {
+            if let Some((seq, tail)) = current.as_mut() {
                 tail.pump(&mut stdout)?;
+                kept_elsewhere(&data, &mut store, id, *seq, &mut stdout)?;
             }
             return match run.state {
                 RunState::Succeeded => Ok(()),
@@ -339,6 +354,23 @@ pub fn follow(ctx: &Ctx, id: RunId) -> CliResult {
             };
         }
         std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// An ended attempt that ran on another host (no file here): writes the output the store kept.
+fn kept_elsewhere(
+    data: &crate::datadir::DataDir,
+    store: &mut crate::store::Store,
+    id: RunId,
+    seq: u32,
+    out: &mut impl Write,
+) -> CliResult {
+    if !data.shared_store() || data.log_path(id, seq).exists() {
+        return Ok(());
+    }
+    match store.read(|tx| tx.attempt_output(id, seq))? {
+        Some(bytes) => write_out(out, &bytes),
+        None => Ok(()),
     }
 }
 

@@ -57,6 +57,11 @@ pub fn run(ctx: &Ctx) -> CliResult {
     let mut orphaned: BTreeMap<String, usize> = BTreeMap::new();
     for r in &owners {
         if let Some(o) = &r.owner {
+            // Nodes and other hosts' processes are looked after by the nodes (`worker nodes`).
+            if crate::store::owner_node(o).is_some() || (data.shared_store() && !data.has_lease(o))
+            {
+                continue;
+            }
             let ours = o == DAEMON_LEASE && daemon.is_some();
             if !ours && !data.lease_alive(o) {
                 *orphaned.entry(o.clone()).or_default() += 1;

@@ -945,12 +945,16 @@ impl Engine {
         );
         let exec = self.exec.clone();
         let tx = self.done_tx.clone();
+        let shared = self.node.shared;
         // Whatever is logged while the attempt runs names its job and run.
         let span = tracing::info_span!("run", job = %job, run, attempt);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let finished = exec.run(&spec, stop_rx).await;
-                let report = runner::report_for(&claimed, &finished, &spec);
+                let mut report = runner::report_for(&claimed, &finished, &spec);
+                if shared {
+                    report.output = runner::kept_output(&spec);
+                }
                 let _ = tx.send(Ended::Attempt(Done {
                     job,
                     attempt,
@@ -1211,7 +1215,7 @@ fn recoverable<'a>(owner: &'a str, me: &str, startup: bool) -> Recoverable<'a> {
             Recoverable::Never
         };
     }
-    match node::node_of(owner) {
+    match crate::store::owner_node(owner) {
         Some(name) => Recoverable::IfNodeDead(name),
         None if owner == DAEMON_LEASE => Recoverable::Never,
         None => Recoverable::IfDead,

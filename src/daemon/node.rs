@@ -27,16 +27,6 @@ use crate::config::Settings;
 use crate::datadir::DAEMON_LEASE;
 use crate::store::{Durability, Join, Location, NodeId, Store, StoreError};
 
-/// The owner recorded on the runs a node claims (on a shared store).
-pub fn owner_of(name: &str) -> String {
-    format!("node:{name}")
-}
-
-/// The node an owner names, if it is a node.
-pub fn node_of(owner: &str) -> Option<&str> {
-    owner.strip_prefix("node:")
-}
-
 /// What the heartbeat thread tells the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeEvent {
@@ -87,7 +77,7 @@ impl Node {
         let shared = matches!(location, Location::Postgres(_));
         let host = crate::config::scheduler::host_name();
         let owner = if shared {
-            owner_of(&settings.node)
+            crate::store::node_owner(&settings.node)
         } else {
             DAEMON_LEASE.to_owned()
         };

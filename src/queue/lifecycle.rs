@@ -56,6 +56,8 @@ pub struct Report {
     pub duration_ms: Option<i64>,
     /// Its last lines of output, for alerts.
     pub output_tail: Option<String>,
+    /// Its captured output, kept in the store (a shared store: readable from any host).
+    pub output: Option<Vec<u8>>,
 }
 
 /// Moves runs whose delay or backoff elapsed to `queued` (or `waiting` / `dead`, by their
@@ -244,6 +246,9 @@ pub fn finish(
         return Ok(run.state);
     }
     let id = run.id;
+    if let Some(output) = &report.output {
+        tx.set_attempt_output(id, report.seq, output)?;
+    }
     let new_state = match &report.outcome {
         Outcome::Succeeded => {
             tx.end_attempt(

@@ -71,6 +71,7 @@ impl World {
             output_bytes: Some(0),
             duration_ms: Some(5),
             output_tail: None,
+            output: None,
         };
         self.store
             .write(|tx| lifecycle::finish(tx, config, &report, now, 0.5))

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub use alerts::{AlertOps, AlertRow, DueDeadline, NewAlert, Window};
 pub use changes::{Change, ChangeOps};
 pub use metrics::{Count, Hist, MetricCounts, MetricOps};
-pub use nodes::{Join, NodeId, NodeOps, NodeRow};
+pub use nodes::{Join, NodeId, NodeOps, NodeRow, node_owner, owner_node};
 pub use runs::{
     JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, RunOps, StatusCounts,
 };

@@ -8,6 +8,16 @@ use std::time::Duration;
 use super::Result;
 use crate::model::Time;
 
+/// The owner recorded on the runs a node claims (on a shared store).
+pub fn node_owner(name: &str) -> String {
+    format!("node:{name}")
+}
+
+/// The node an owner names, if it is a node (see [`node_owner`]).
+pub fn owner_node(owner: &str) -> Option<&str> {
+    owner.strip_prefix("node:")
+}
+
 /// A node as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRow {

@@ -525,6 +525,22 @@ conformance! {
     }
 
     /// Attempts, ownership, cancellation requests, retries and due times.
+    /// An attempt's output kept in the store reads back byte for byte (any bytes, NUL and
+    /// invalid UTF-8 included); an attempt without any reads as none.
+    fn attempt_output_is_kept_byte_for_byte(engine) {
+        let mut db = db(engine);
+        let (a, seq) = write(&mut db, |tx| {
+            let a = insert(tx, queued("a", t0()));
+            let (_, seq) = tx.start_attempt(a, "daemon", t0(), false).unwrap();
+            (a, seq)
+        });
+        assert_eq!(read(&mut db, |tx| tx.attempt_output(a, seq).unwrap()), None);
+        let bytes: Vec<u8> = (0..=255u8).chain(b"hello\n\0\xff".iter().copied()).collect();
+        write(&mut db, |tx| tx.set_attempt_output(a, seq, &bytes).unwrap());
+        assert_eq!(read(&mut db, |tx| tx.attempt_output(a, seq).unwrap()), Some(bytes));
+        assert_eq!(read(&mut db, |tx| tx.attempt_output(a, seq + 1).unwrap()), None);
+    }
+
     fn attempts_and_owners(engine) {
         let mut db = db(engine);
         let (a, b, c, d) = write(&mut db, |tx| {

@@ -203,6 +203,13 @@ pub trait RunOps {
         output_bytes: Option<u64>,
     ) -> Result<()>;
 
+    /// Keeps an attempt's captured output in the store (a shared store: so that any host can
+    /// read it once the attempt ended).
+    fn set_attempt_output(&self, run: RunId, seq: u32, output: &[u8]) -> Result<()>;
+
+    /// An attempt's output kept in the store, if it was.
+    fn attempt_output(&self, run: RunId, seq: u32) -> Result<Option<Vec<u8>>>;
+
     /// The open attempt (latest row) of a run: (seq, number).
     fn open_attempt(&self, run: RunId) -> Result<Option<(u32, u32)>>;
 

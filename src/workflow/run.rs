@@ -730,6 +730,7 @@ pub fn settle(
         output_bytes: None,
         duration_ms: None,
         output_tail: None,
+        output: None,
     };
     let outcome = match progress {
         Progress::Running {

@@ -383,3 +383,31 @@ fn wait_for_long<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> 
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn logs_of_a_run_executed_on_another_node_show_its_output() {
+    let Some(pg) = PgSchema::new() else { return };
+    let envs = nodes(
+        &pg,
+        2,
+        "",
+        &[("hello", "run: printf 'hello from node one\\n'; exit 3\n")],
+    );
+    let _only_n1_runs = envs[0].daemon();
+    // Enqueued and read on the other host, whose data directory has no output file.
+    let id = envs[1].add(&["hello"]);
+    assert_eq!(
+        envs[1].wait_state(id, &["succeeded", "dead"])["state"],
+        "dead"
+    );
+    let out = envs[1].ok(&["logs", &id.to_string()]);
+    assert_eq!(out, "hello from node one\n");
+    // Followed from the other host too: the stored output once the attempt has ended.
+    let followed = envs[1].run(&["logs", &id.to_string(), "--follow"]);
+    assert_eq!(
+        stdout(&followed),
+        "hello from node one\n",
+        "{}",
+        stderr(&followed)
+    );
+}

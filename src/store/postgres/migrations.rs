@@ -319,4 +319,8 @@ pub const MIGRATIONS: &[&str] = &[
         epoch        bigint      NOT NULL
     );
     "#,
+    // 2: an attempt's captured output, kept when the attempt ends so that any host can read it.
+    r#"
+    ALTER TABLE attempts ADD COLUMN output bytea;
+    "#,
 ];

@@ -580,6 +580,23 @@ impl RunOps for PgTx<'_> {
         Ok(())
     }
 
+    fn set_attempt_output(&self, run: RunId, seq: u32, output: &[u8]) -> Result<()> {
+        self.execute(
+            "UPDATE attempts SET output = $3 WHERE run_id = $1 AND seq = $2",
+            &[&run, &(seq as i32), &output],
+        )?;
+        Ok(())
+    }
+
+    fn attempt_output(&self, run: RunId, seq: u32) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .query_opt(
+                "SELECT output FROM attempts WHERE run_id = $1 AND seq = $2",
+                &[&run, &(seq as i32)],
+            )?
+            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0)))
+    }
+
     fn open_attempt(&self, run: RunId) -> Result<Option<(u32, u32)>> {
         match self.query_opt(
             "SELECT seq, number FROM attempts WHERE run_id = $1 AND finished_at IS NULL \

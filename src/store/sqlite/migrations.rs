@@ -288,4 +288,9 @@ pub const MIGRATIONS: &[&str] = &[
         epoch        INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 12: an attempt's captured output kept in the store (written on a shared store only; on
+    // SQLite the output files are on this host).
+    r#"
+    ALTER TABLE attempts ADD COLUMN output BLOB;
+    "#,
 ];

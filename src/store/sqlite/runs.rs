@@ -464,6 +464,22 @@ impl RunOps for SqliteTx<'_> {
         Ok(())
     }
 
+    fn set_attempt_output(&self, run: RunId, seq: u32, output: &[u8]) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE attempts SET output = ?3 WHERE run_id = ?1 AND seq = ?2")?
+            .execute(params![run, seq, output])?;
+        Ok(())
+    }
+
+    fn attempt_output(&self, run: RunId, seq: u32) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT output FROM attempts WHERE run_id = ?1 AND seq = ?2")?
+            .query_row(params![run, seq], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
+    }
+
     fn open_attempt(&self, run: RunId) -> Result<Option<(u32, u32)>> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT seq, number FROM attempts WHERE run_id = ?1 AND finished_at IS NULL ORDER BY seq DESC LIMIT 1",
