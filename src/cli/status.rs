@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
     let (data, mut store) = ctx.store()?;
     let view = DaemonView::read(&data, &mut store)?;
     let daemon = view.info.clone();
-    let (counts, heartbeat, dead, failures, owners, paused) = store.read(|tx| {
+    let (counts, heartbeat, dead, failures, owners, paused, nodes) = store.read(|tx| {
         Ok::<_, StoreError>((
             tx.state_counts()?,
             tx.meta("heartbeat")?,
@@ -34,8 +34,15 @@ pub fn run(ctx: &Ctx) -> CliResult {
             tx.alerts(5, Some("failed"))?,
             tx.running()?,
             tx.paused_schedules()?,
+            tx.nodes()?,
         ))
     })?;
+    let shared = data.shared_store();
+    let live: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.state == "live")
+        .map(|n| n.name.as_str())
+        .collect();
     let now = chrono::Utc::now();
     let mut problems: Vec<String> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
@@ -93,10 +100,19 @@ pub fn run(ctx: &Ctx) -> CliResult {
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d.started).ok())
         .map(|t| t.to_utc());
     match &daemon {
+        // A shared store is served by its nodes, wherever they run.
+        None if shared && !live.is_empty() => warnings.push(format!(
+            "no daemon runs on this host ({}); the store is served by {}",
+            data.root().display(),
+            count(live.len(), "live node")
+        )),
+        None if shared => problems.push("no node is live on the store: start a daemon".into()),
         None => problems.push(format!(
             "no worker daemon is running on {}",
             data.root().display()
         )),
+        // On a shared store every node writes its own heartbeat (see `nodes`).
+        Some(_) if shared => {}
         Some(_) => match heartbeat {
             Some(h) if now - h > STALE => problems.push(format!(
                 "the daemon's last heartbeat was {} ago: it may be stuck",
@@ -140,6 +156,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
                     "changes": drift.as_ref().map(|d| d.json()["changes"].clone()),
                 })),
             })),
+            "nodes": nodes.iter().map(crate::objects::node).collect::<Vec<_>>(),
             "runs": counts,
             "next_fires": next.iter().map(|(n, j, _, at)| json!({"schedule": n, "job": j, "at": at})).collect::<Vec<_>>(),
             "dead": dead.iter().map(run_json).collect::<Vec<_>>(),
@@ -176,6 +193,28 @@ pub fn run(ctx: &Ctx) -> CliResult {
                 }
             }
             None => println!("daemon     not running"),
+        }
+        if shared {
+            let dead: Vec<&str> = nodes
+                .iter()
+                .filter(|n| n.state == "dead")
+                .map(|n| n.name.as_str())
+                .collect();
+            println!("store      PostgreSQL {}", data.store_location().shown());
+            println!(
+                "nodes      {} live{}{} (`worker nodes` for details)",
+                live.len(),
+                if live.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", live.join(", "))
+                },
+                if dead.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} dead: {}", dead.len(), dead.join(", "))
+                }
+            );
         }
         let get = |s: &str| counts.get(s).copied().unwrap_or(0);
         println!(

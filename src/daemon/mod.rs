@@ -201,7 +201,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .with_database(config.settings.database.clone());
     let lease = Lease::daemon(&data)?;
     trim::tune_allocator();
-    let mut store = Store::open_at(&data.store_location(), config.settings.durability)?;
+    let Some(mut store) = open_store(&data, config.settings.durability).await? else {
+        info!("stopped while waiting for the store");
+        return Ok(());
+    };
     store.disable_autocheckpoint()?;
     let (node_tx, node_events) = mpsc::unbounded_channel();
     let node = node::Node::join(
@@ -1219,6 +1222,32 @@ fn recoverable<'a>(owner: &'a str, me: &str, startup: bool) -> Recoverable<'a> {
         Some(name) => Recoverable::IfNodeDead(name),
         None if owner == DAEMON_LEASE => Recoverable::Never,
         None => Recoverable::IfDead,
+    }
+}
+
+/// Opens the store; a shared store that cannot be reached yet (the database starting, a network
+/// cut) is tried again with backoff, up to 30 s apart, until it answers or SIGTERM/SIGINT
+/// (`None`).
+async fn open_store(data: &DataDir, durability: Durability) -> Result<Option<Store>, DaemonError> {
+    let location = data.store_location();
+    let mut delay = Duration::from_millis(500);
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Io(e.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Io(e.to_string()))?;
+    loop {
+        match Store::open_at(&location, durability) {
+            Ok(store) => return Ok(Some(store)),
+            Err(e @ (StoreError::Connect(_) | StoreError::Postgres(_))) if data.shared_store() => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the store; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = sigterm.recv() => return Ok(None),
+                    _ = sigint.recv() => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

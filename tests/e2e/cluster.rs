@@ -411,3 +411,50 @@ fn logs_of_a_run_executed_on_another_node_show_its_output() {
         stderr(&followed)
     );
 }
+
+#[test]
+fn status_shows_the_cluster_from_a_host_without_a_daemon() {
+    let Some(pg) = PgSchema::new() else { return };
+    let envs = nodes(&pg, 2, "", &[("hello", "run: echo hi\n")]);
+    let _d = envs[0].daemon();
+    // The other host runs no daemon: the store is served all the same.
+    let out = envs[1].run(&["status"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("nodes      1 live: n1"), "{text}");
+    assert!(!text.contains("@"), "no password or user shown: {text}");
+    let json = envs[1].json(&["status"]);
+    assert_eq!(json["healthy"], true, "{json}");
+    assert_eq!(json["nodes"][0]["name"], "n1", "{json}");
+    assert_eq!(json["nodes"][0]["state"], "live", "{json}");
+}
+
+#[test]
+fn a_daemon_waits_for_an_unreachable_database_and_stops_on_sigterm() {
+    let e = Env::new();
+    e.set_env(
+        "WORKER_DATABASE_URL",
+        "postgres://worker:s3cret-password@127.0.0.1:1/worker",
+    );
+    let log = e.path("daemon.log");
+    let mut child = e
+        .cmd()
+        .arg("daemon")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the daemon to say it retries", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.matches("cannot reach the store").count() >= 2).then_some(())
+    });
+    assert!(child.try_wait().unwrap().is_none(), "the daemon gave up");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_for("the daemon to stop", || child.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("s3cret-password"), "{text}");
+}
