@@ -90,7 +90,7 @@ pub trait NodeOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{TestStore, conformance};
+    use crate::store::testing::{Fresh, conformance};
 
     const LONG: Duration = Duration::from_secs(3600);
 
@@ -98,19 +98,18 @@ mod tests {
         /// A name is taken while its node sends heartbeats; once it is declared dead (or leaves)
         /// the name can join again, in a new epoch, and the old epoch is refused.
         fn joining_heartbeats_expiry_and_fencing(engine) {
-            let dir = tempfile::tempdir().unwrap();
-            let ts = TestStore::new(engine, dir.path()).unwrap();
-            let mut store = ts.open();
+            let mut fresh = Fresh::new(engine);
+            let store = &mut fresh.store;
             let join = |store: &mut crate::store::Store, pid: u32| {
                 store
                     .write(|tx| tx.join_node("a", "host-1", pid, "1.0", LONG))
                     .unwrap()
             };
-            let Join::Joined { epoch } = join(&mut store, 10) else {
+            let Join::Joined { epoch } = join(store, 10) else {
                 panic!("a new name joins")
             };
             let first = NodeId { name: "a".into(), epoch };
-            match join(&mut store, 11) {
+            match join(store, 11) {
                 Join::Taken { host, pid, silent_for } => {
                     assert_eq!((host.as_str(), pid), ("host-1", 10));
                     assert!(silent_for < LONG);
@@ -133,7 +132,7 @@ mod tests {
             assert_eq!(rows.len(), 1);
             assert_eq!((rows[0].state.as_str(), rows[0].epoch), ("dead", epoch));
             // It joins again in a new epoch.
-            let Join::Joined { epoch: second } = join(&mut store, 12) else {
+            let Join::Joined { epoch: second } = join(store, 12) else {
                 panic!("a dead node's name joins again")
             };
             assert!(second > epoch);
@@ -142,7 +141,7 @@ mod tests {
             store.write(|tx| tx.leave_node(&again)).unwrap();
             let rows = store.read(|tx| tx.nodes()).unwrap();
             assert_eq!((rows[0].state.as_str(), rows[0].pid), ("left", 12));
-            assert!(matches!(join(&mut store, 13), Join::Joined { .. }));
+            assert!(matches!(join(store, 13), Join::Joined { .. }));
         }
     }
 }

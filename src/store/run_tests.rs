@@ -5,24 +5,13 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Priority, RunId, RunState, Time, Trigger};
-use crate::store::testing::{Engine, TestStore, conformance};
-use crate::store::{NewRun, RunFilter, Store, StoreError, Tx};
+use crate::store::testing::{Engine, Fresh, conformance};
+use crate::store::{NewRun, RunFilter, StoreError, Tx};
 
-struct Db {
-    store: Store,
-    /// Dropped after `store`: a PostgreSQL schema goes once nothing is connected to it.
-    _test_store: TestStore,
-    _dir: tempfile::TempDir,
-}
+type Db = Fresh;
 
 fn db(engine: Engine) -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    let test_store = TestStore::new(engine, dir.path()).expect("the engine is available");
-    Db {
-        store: test_store.open(),
-        _test_store: test_store,
-        _dir: dir,
-    }
+    Fresh::new(engine)
 }
 
 fn t0() -> Time {

@@ -92,6 +92,27 @@ impl Drop for TestStore {
     }
 }
 
+/// A store of its own for one test, and the directory it lives in (a PostgreSQL schema is
+/// dropped once the store is closed: the fields drop in this order).
+pub struct Fresh {
+    pub store: Store,
+    _test_store: TestStore,
+    _dir: tempfile::TempDir,
+}
+
+impl Fresh {
+    /// A new store on `engine` (which must be available: [`conformance!`] sees to it).
+    pub fn new(engine: Engine) -> Fresh {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let test_store = TestStore::new(engine, dir.path()).expect("the engine is available");
+        Fresh {
+            store: test_store.open(),
+            _test_store: test_store,
+            _dir: dir,
+        }
+    }
+}
+
 /// Defines each test once per engine, as a module with the tests `sqlite` and `postgres`; the
 /// body gets the engine as the named argument.
 ///

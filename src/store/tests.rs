@@ -7,30 +7,19 @@ use std::collections::BTreeMap;
 use chrono::TimeZone;
 use serde_json::json;
 
-use super::testing::{Engine, TestStore, conformance};
+use super::testing::{Engine, Fresh, conformance};
 use super::*;
 use crate::model::{Priority, RunId, RunState, Step, StepState, Time, Trigger};
 use crate::queue::retry::RetryPolicy;
 use crate::workflow::model::{StepDef, StepKind, WaitStep, Workflow};
 
-struct World {
-    store: Store,
-    /// Dropped after `store`: a PostgreSQL schema goes once nothing is connected to it.
-    _test_store: TestStore,
-    _dir: tempfile::TempDir,
-}
+type World = Fresh;
 
 fn world(engine: Engine) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let test_store = TestStore::new(engine, dir.path()).expect("the engine is available");
-    World {
-        store: test_store.open(),
-        _test_store: test_store,
-        _dir: dir,
-    }
+    Fresh::new(engine)
 }
 
-impl World {
+impl Fresh {
     fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> T {
         self.store.write(f).unwrap()
     }
