@@ -226,6 +226,8 @@ def main(raw, out):
         if v is not None:
             targets.append(("W9 p99 ≤ 2 ms, same with process steps (not the target's subject)", fmt(v, " ms"), v <= 2))
 
+    pg_sections(lines, targets, res)
+
     kept = previous(Path(out), res)
     if kept:
         # Sections of workloads not run this time, from the RESULTS.md being replaced, in order.
@@ -262,6 +264,122 @@ def main(raw, out):
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     Path(out).write_text("\n".join(lines))
+
+
+def parallelism(s, rs):
+    """How a W11/W12 system ran: daemons (or worker processes) x concurrency each."""
+    r = rs[0] if rs else {}
+    if s.startswith(("postgres", "sqlite")):
+        d, c = r.get("nodes", 1), r.get("node_concurrency", r.get("concurrency", 2))
+        return f"{d} daemon{'s' if d > 1 else ''} × {c} (job concurrency {r.get('job_concurrency', d * c)})"
+    extra = f", batchSize {r['batch']}" if r.get("batch") else ""
+    return f"{r.get('workers', 1)} worker processes × {r.get('concurrency', '?')}{extra}"
+
+
+PG_LABELS = {"sqlite": "worker, SQLite", "postgres 1": "worker, PostgreSQL", "postgres 3": "worker, PostgreSQL",
+             "graphile": "graphile-worker", "pgboss": "pg-boss"}
+
+
+def pg_sections(lines, targets, res):
+    """W11-W14: worker on PostgreSQL (several daemons sharing one store)."""
+    if "W11" in res:
+        r = res["W11"]
+        n = next((x.get("n") for rs in r.values() for x in rs if x.get("n")), 10_000)
+        lines += [f"## W11 — drain on PostgreSQL: {n:,} runs of `/bin/true`, 1 and 3 daemons sharing one store", "",
+                  "| system | parallelism | runs/s | vs SQLite daemon | daemon CPU per run | server CPU per run |",
+                  "|---|---|---|---|---|---|"]
+        sq = cell(r.get("sqlite", []), "runs_per_s")[1]
+        for s, rs in r.items():
+            text, v = cell(rs, "runs_per_s")
+            lines.append(f"| {PG_LABELS.get(s, s)} | {parallelism(s, rs)} | {text} | "
+                         f"{'-' if s == 'sqlite' else ratio(v, sq)} | {cell(rs, 'daemon_cpu_ms_per_run', ' ms')[0]} | "
+                         f"{cell(rs, 'server_cpu_ms_per_run', ' ms')[0]} |")
+        versions = []
+        for s in ("graphile", "pgboss"):
+            v = (r.get(s) or [{}])[0].get("versions") or {}
+            ver = v.get("graphile_worker") or v.get("pg_boss") or v.get("pgboss")
+            if ver:
+                versions.append(f"{PG_LABELS[s]} {ver}")
+        lines += ["", "All enqueued in one call before anything consumes (worker: `queue:add true --count N` with no "
+                  "daemon; the peers: one bulk insert). worker is timed from exec of the first `worker daemon` "
+                  "(start-up included; the daemons are started back to back) to the store's last `finished_at`; "
+                  "the peers from releasing their warm worker processes to the Nth completion. Each daemon has a "
+                  "data and configuration directory of its own and the same job; the PostgreSQL store is a fresh "
+                  "schema per measurement. *Server CPU* is that of the PostgreSQL processes serving the daemons' "
+                  "connections, counted from the first completion seen (a lower bound)."
+                  + (f" Peers: {', '.join(versions)}." if versions else ""), ""]
+        pg1, pg3 = cell(r.get("postgres 1", []), "runs_per_s")[1], cell(r.get("postgres 3", []), "runs_per_s")[1]
+        peers = {s: cell(rs, "runs_per_s")[1] for s, rs in r.items() if s in ("graphile", "pgboss")}
+        peers = {s: v for s, v in peers.items() if v}
+        if peers and pg3:
+            best = max(peers, key=peers.get)
+            targets.append((f"W11 3 daemons ≥ 2 × the better PostgreSQL peer ({PG_LABELS[best]}, 3 × 2)",
+                            f"{pg3 / peers[best]:.2f}×", pg3 >= 2 * peers[best]))
+        if pg1 and sq:
+            targets.append(("W11 1 PostgreSQL daemon ≥ 0.7 × the SQLite daemon", f"{pg1 / sq:.2f}×", pg1 >= 0.7 * sq))
+    if "W12" in res:
+        r = res["W12"]
+        n = next((x.get("n") for rs in r.values() for x in rs if x.get("n")), 10_000)
+        lines += [f"## W12 — drain on PostgreSQL: {n:,} one-step `http` workflow runs (W8's), 3 and 1 daemons", "",
+                  "| system | parallelism | runs/s | daemon CPU per run | server CPU per run |", "|---|---|---|---|---|"]
+        for s, rs in r.items():
+            label = "worker, SQLite (W8)" if s == "sqlite" else PG_LABELS.get(s, s)
+            lines.append(f"| {label} | {parallelism(s, rs)} | {cell(rs, 'runs_per_s')[0]} | "
+                         f"{cell(rs, 'daemon_cpu_ms_per_run', ' ms')[0]} | {cell(rs, 'server_cpu_ms_per_run', ' ms')[0]} |")
+        lines += ["", "No process per run: each run's one step GETs a local server (`bench/peers/.build/httpd`, which must "
+                  "have answered exactly N requests). Timed as W11.", ""]
+        v = cell(r.get("postgres 3", []), "runs_per_s")[1]
+        if v:
+            targets.append(("W12 3 daemons ≥ 5,000 runs/s", fmt(v), v >= 5000))
+    if "W13" in res:
+        r = res["W13"].get("postgres 2", [])
+        if r:
+            x = r[0]
+            lines += ["## W13 — rescue after `kill -9` of a node", "",
+                      f"Two daemons, `node_timeout: {x.get('node_timeout')}` (the minimum; heartbeats every third of it); "
+                      f"a run whose first attempt sleeps 300 s, `retry: {x.get('retry')}`. The run starts on node a, "
+                      f"node b joins, a gets SIGKILL; measured from the kill to the second attempt's first instruction "
+                      f"on b (`stamp`, through `sh`). {x.get('reps')} kills per round, a fresh schema each; figures "
+                      f"are medians over rounds of each round's p50.", "",
+                      "| kill → next attempt's first instruction | p50 | max |", "|---|---|---|",
+                      f"| total | {cell(r, 'p50_ms', ' ms')[0]} | {cell(r, 'max_ms', ' ms')[0]} |",
+                      f"| of which: kill → first attempt recorded `interrupted` (a declared dead, its run recovered by b) "
+                      f"| {cell(r, 'recovered_p50_ms', ' ms')[0]} | {cell(r, 'recovered_max_ms', ' ms')[0]} |",
+                      f"| then → second attempt started on b (the retry's backoff, the claim) | "
+                      f"{cell(r, 'restart_p50_ms', ' ms')[0]} | - |",
+                      f"| then → its first instruction (spawn) | {cell(r, 'spawn_p50_ms', ' ms')[0]} | - |", ""]
+            orphans = [o for x in r for o in x.get("orphans", [])]
+            if orphans:
+                lines += [f"**The first attempt's process outlived its killed node** in {len(orphans)} kill(s).", ""]
+            worst = max((x.get("recovered_max_ms") or 0) for x in r)
+            bound = x.get("recovery_bound_ms")
+            if bound:
+                targets.append((f"W13 recovery within node_timeout + ⅓ of it ({fmt(bound / 1000, ' s')}, README)",
+                                f"max {fmt(worst, ' ms')}", worst <= bound))
+    if "W14" in res:
+        r = res["W14"].get("postgres 1", [])
+        if r:
+            x = r[0]
+            hb = ", ".join(f"`{k}`" for k in (x.get("heartbeat_kinds") or {}))
+            lines += ["## W14 — an idle node on PostgreSQL: statements per minute", "",
+                      f"One daemon, nothing queued, no schedules, `node_timeout` {x.get('node_timeout')}; after 3 s, "
+                      f"{fmt(x.get('seconds'), ' s')} of the statements of its {x.get('connections')} connections: "
+                      f"**{cell(r, 'statements_per_min')[0]} statements/min**: the heartbeat's transactions "
+                      f"{cell(r, 'heartbeat_statements_per_min')[0]}/min" + (f" ({hb})" if hb else "") + ", everything else "
+                      f"{cell(r, 'other_statements_per_min')[0]}/min in {cell(r, 'other_transactions_per_min')[0]} "
+                      f"transactions/min; the daemon's CPU {cell(r, 'cpu_percent', ' %')[0]}.", "",
+                      "Counted from the server's log: the daemon's URL sets `log_statement=all` for its own sessions "
+                      "(`options=-c%20log_statement%3Dall`), and the lines of the server processes serving its "
+                      "connections are read (`pg_stat_statements` needs `shared_preload_libraries`, i.e. a server "
+                      "restart; `pg_stat_database` counts every client of the database, and transactions).", ""]
+            kinds = x.get("other_kinds") or {}
+            if kinds:
+                lines += ["| statement beyond the heartbeat (first round; first 120 characters) | count |", "|---|---|"]
+                lines += ["| `" + k.replace("|", "\\|") + f"` | {v} |" for k, v in kinds.items()]
+                lines.append("")
+            v = cell(r, "other_statements_per_min")[1]
+            targets.append(("W14 an idle node sends nothing beyond its heartbeat", f"{fmt(v)} other statements/min",
+                            v == 0))
 
 
 def wkey(name):
