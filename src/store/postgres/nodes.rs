@@ -106,7 +106,7 @@ impl NodeOps for PgTx<'_> {
     fn nodes(&self) -> Result<Vec<NodeRow>> {
         let rows = self.query(
             "SELECT n.name, n.host, n.pid, n.version, n.started_at, n.heartbeat_at, n.state, n.epoch, \
-             (SELECT count(*) FROM runs r WHERE r.state = 'running' AND r.owner = n.name), \
+             (SELECT count(*) FROM runs r WHERE r.state = 'running' AND r.owner = 'node:' || n.name), \
              extract(epoch FROM now() - n.heartbeat_at)::float8 FROM nodes n ORDER BY n.name",
             &[],
         )?;
