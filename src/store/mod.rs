@@ -173,22 +173,6 @@ impl Store {
         &self.location
     }
 
-    /// Where the store is, for messages (a PostgreSQL URL without its password).
-    pub fn shown(&self) -> String {
-        match &self.engine {
-            Engine::Sqlite(s) => s.path().display().to_string(),
-            Engine::Postgres(p) => p.shown().to_owned(),
-        }
-    }
-
-    /// The SQLite database file, if the store is one.
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        match &self.engine {
-            Engine::Sqlite(s) => Some(s.path()),
-            Engine::Postgres(_) => None,
-        }
-    }
-
     /// Runs `f` in a write transaction, committing if it returns `Ok`. Write transactions are
     /// serialised across every process that uses the store.
     pub fn write<T, E: From<StoreError>>(

@@ -113,11 +113,6 @@ impl PgStore {
             .map_err(StoreError::Connect)
     }
 
-    /// Where the store is (without the password).
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
     /// Runs one client call to completion on this thread.
     fn client_wait<'c, T, Fut>(&'c self, f: impl FnOnce(&'c Client) -> Fut) -> Result<T>
     where
