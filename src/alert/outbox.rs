@@ -64,19 +64,26 @@ impl Outbox {
         let lease_len = chrono::Duration::from_std(policy.timeout * 2 + Duration::from_secs(30))
             .unwrap_or_default();
         let lease = self.lease.clone();
+        let next_due = |tx: &crate::store::Tx<'_>| {
+            let a = tx.next_alert_due()?;
+            let w = tx.next_window_end()?;
+            Ok::<_, StoreError>(match (a, w) {
+                (Some(a), Some(w)) => Some(a.min(w)),
+                (a, w) => a.or(w),
+            })
+        };
+        // A look first: with nothing due, no write (and, on a shared store, no wait for the
+        // cluster's write lock).
+        let next = self.store.read(next_due)?;
+        if next.is_none_or(|t| t > now) {
+            return Ok((0, next));
+        }
         let claimed = self.store.write(|tx| {
             super::close_windows(tx, config, now)?;
             tx.claim_alerts(&lease, now, now + lease_len, BATCH)
         })?;
         if claimed.is_empty() {
-            let next = self.store.read(|tx| {
-                let a = tx.next_alert_due()?;
-                let w = tx.next_window_end()?;
-                Ok::<_, StoreError>(match (a, w) {
-                    (Some(a), Some(w)) => Some(a.min(w)),
-                    (a, w) => a.or(w),
-                })
-            })?;
+            let next = self.store.read(next_due)?;
             return Ok((0, next));
         }
         let mut set = JoinSet::new();

@@ -27,17 +27,19 @@ pub struct Enqueuer {
 impl Enqueuer {
     /// Starts the thread, which ends when the `Enqueuer` is dropped. Its connection leaves WAL
     /// checkpoints to the daemon's checkpointer (a commit that crossed SQLite's threshold would
-    /// pay for one, milliseconds): `committed` is called after each commit.
+    /// pay for one, milliseconds), telling it the WAL's size through `checkpoint`; `committed`
+    /// is called after each commit that added runs (it wakes the daemon's loop).
     pub fn start(
         data: DataDir,
         durability: Durability,
         config: watch::Receiver<Arc<Config>>,
+        checkpoint: impl Fn(u32) + Send + 'static,
         committed: impl Fn() + Send + 'static,
     ) -> std::io::Result<Enqueuer> {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("worker-enqueue".into())
-            .spawn(move || run(data, durability, config, rx, committed))?;
+            .spawn(move || run(data, durability, config, rx, checkpoint, committed))?;
         Ok(Enqueuer { tx })
     }
 
@@ -64,10 +66,11 @@ fn run(
     durability: Durability,
     config: watch::Receiver<Arc<Config>>,
     mut rx: mpsc::Receiver<(Request, Reply)>,
+    checkpoint: impl Fn(u32) + Send + 'static,
     committed: impl Fn(),
 ) {
-    let opened = Store::open_at(&data.store_location(), durability).and_then(|s| {
-        s.disable_autocheckpoint()?;
+    let opened = Store::open_at(&data.store_location(), durability).and_then(|mut s| {
+        s.checkpoint_elsewhere(checkpoint)?;
         Ok(s)
     });
     let mut store = match opened {
@@ -92,7 +95,6 @@ fn run(
         let outcomes = ops::add_each(&mut store, &config, &requests, chrono::Utc::now());
         if outcomes.iter().any(Result::is_ok) {
             committed();
-            crate::wake::notify(&data);
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A client that left meanwhile does not need its answer.

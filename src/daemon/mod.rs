@@ -164,6 +164,14 @@ struct Engine {
     /// Another process may have changed the store since the last turn (a wake-up datagram,
     /// start, reload, housekeeping): the next turn looks at everything.
     external: bool,
+    /// The API's enqueue thread committed runs since the last turn: the next turn promotes,
+    /// claims and looks at the delayed set — but needs no wider look (the thread wrote nothing
+    /// else, and wakes this loop directly instead of through the socket).
+    enqueued: bool,
+    /// Set by the enqueue thread after each commit.
+    enqueued_wake: Arc<Notify>,
+    /// A turn took the write lock since the last housekeeping.
+    wrote: bool,
     /// When the next delayed or retrying run is due, as of the last turn.
     next_due_runs: Option<Time>,
     /// When the next fire deadline passes, as of the last look.
@@ -205,7 +213,6 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         info!("stopped while waiting for the store");
         return Ok(());
     };
-    store.disable_autocheckpoint()?;
     let (node_tx, node_events) = mpsc::unbounded_channel();
     let node = node::Node::join(
         &mut store,
@@ -220,6 +227,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         checkpoint::Checkpointer::start(data.db_path())
             .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?
     };
+    store.checkpoint_elsewhere(checkpointer.poker())?;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let remote_wakes = crate::store::listen(&data.store_location());
     let exec = Arc::new(Executor::new(opts.sentinel));
@@ -254,6 +262,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         notifier: notify::Notifier::from_env(),
         checkpointer,
         external: true,
+        enqueued: false,
+        enqueued_wake: Arc::new(Notify::new()),
+        wrote: false,
         next_due_runs: None,
         next_deadline: None,
         housekeeping: opts.housekeeping,
@@ -358,6 +369,10 @@ impl Engine {
             self.config.settings.durability,
             self.config_tx.subscribe(),
             self.checkpointer.poker(),
+            {
+                let enqueued = self.enqueued_wake.clone();
+                move || enqueued.notify_one()
+            },
         )
         .map_err(|e| DaemonError::Io(format!("cannot start the enqueue thread: {e}")))?;
         let shared = Arc::new(crate::api::Shared::new(
@@ -515,6 +530,8 @@ impl Engine {
                 Err(e) => {
                     error!(error = %e, "store error; retrying in 1s");
                     self.store_down(Duration::from_secs(1)).await;
+                    // What the failed turn was woken for is looked at again, and more.
+                    self.external = true;
                     continue;
                 }
             };
@@ -533,7 +550,12 @@ impl Engine {
                 self.prune();
                 self.heartbeat();
                 self.exec.reap_orphans();
-                self.external = true;
+                // A look at everything, in case a wake-up was missed. A node of a shared store
+                // that listens is told of every change by the store itself (and once more when
+                // its listening connection comes back): it stays quiet.
+                if self.remote_wakes.is_none() {
+                    self.external = true;
+                }
                 if self.running.is_empty() && self.flows.is_empty() {
                     trim::release_code_pages();
                     trim::release_heap();
@@ -569,6 +591,7 @@ impl Engine {
                     self.external = true;
                     self.outbox_wake.notify_one();
                 }
+                _ = self.enqueued_wake.notified() => self.enqueued = true,
                 _ = async { if let Some(l) = listener { l.recv().await } else { std::future::pending().await } } => {
                     // Another process wrote to the store; it may have written alerts too.
                     self.external = true;
@@ -670,16 +693,16 @@ impl Engine {
                 return Err(e);
             }
         }
+        let enqueued = std::mem::take(&mut self.enqueued);
         let check_cancels = external && (!self.running.is_empty() || !self.flows.is_empty());
         let check_signals = external && !self.flows.is_empty();
-        let promote = external || self.next_due_runs.is_some_and(|t| t <= now);
+        let promote = external || enqueued || self.next_due_runs.is_some_and(|t| t <= now);
         let deadlines = external || self.next_deadline.is_some_and(|t| t <= now);
         let limit = config.settings.concurrency as usize;
         // Process slots: plain attempts and process steps count; the attempts that just ended
         // no longer do (their steps' handles are already gone).
         let live = self.live_processes().saturating_sub(dones.len());
         let slots_freed = !dones.is_empty() || step_dones.iter().any(|d| d.process);
-        let slots_free = live < limit || slots_freed || external;
         // A workflow run whose steps run several processes takes more than its run's slot.
         let extra_processes =
             live.saturating_sub(self.running.len().saturating_sub(dones.len()) + self.flows.len());
@@ -690,6 +713,13 @@ impl Engine {
         } else {
             Vec::new()
         };
+        // Whether a claim may find something: a slot was freed, or runs may have become
+        // queued (enqueued, fired, promoted, or anything after a wake-up). A turn for nothing
+        // else (a timer) does not look for queued runs it has already seen it cannot start.
+        let slots_free = slots_freed
+            || external
+            || enqueued
+            || (live < limit && (promote || !due_schedules.is_empty()));
         let live_since = self.live_since;
         let owner = self.node.owner.clone();
         // The runs this node holds once this turn's ends are recorded.
@@ -848,6 +878,7 @@ impl Engine {
         let result = if only_looking {
             self.store.write_if_needed(body)
         } else {
+            self.wrote = true;
             self.store.write(body)
         };
         let turn = match result {
@@ -862,7 +893,6 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.checkpointer.poke();
         // A run only a signal wakes is "due" at the end of time: not a wake-up.
         self.next_due_runs = turn.next_due.filter(|t| !crate::store::is_never(*t));
         if let Some(d) = turn.next_deadline {
@@ -1148,10 +1178,17 @@ impl Engine {
 
     /// Records that the engine is alive (for `worker status`).
     fn heartbeat(&mut self) {
-        if !self.node.shared {
-            // On a shared store the heartbeat thread does this, more often.
-            self.node.beat(&mut self.store);
+        let wrote = std::mem::take(&mut self.wrote);
+        if self.node.shared {
+            // The heartbeat thread records this node's heartbeat, more often; what is left is
+            // trimming the change log, which an idle node (nothing written since the last
+            // time) leaves to the nodes that write.
+            if wrote && let Err(e) = self.store.write(|tx| tx.prune_changes(CHANGES_KEPT)) {
+                error!(error = %e, "cannot trim the change log");
+            }
+            return;
         }
+        self.node.beat(&mut self.store);
         let now = self.clock.now();
         let result = self.store.write(|tx| {
             tx.set_meta("heartbeat", &now.to_rfc3339())?;

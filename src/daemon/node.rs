@@ -206,7 +206,8 @@ fn start_heartbeat(
                     _ => return,
                 }
                 let me = lock(&id).clone();
-                let beat = store.write(|tx| Ok::<_, StoreError>((tx.node_heartbeat(&me)?, tx.expire_nodes(timeout)?)));
+                // Row locks suffice (see `node_live`): the heartbeat never waits for the engines.
+                let beat = store.write_rows(|tx| Ok::<_, StoreError>((tx.node_heartbeat(&me)?, tx.expire_nodes(timeout)?)));
                 match beat {
                     Ok((live, expired)) => {
                         if failing {

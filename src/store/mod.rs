@@ -185,6 +185,20 @@ impl Store {
         }
     }
 
+    /// Runs `f` in a write transaction that is not serialised with the other writers: for
+    /// statements whose own row locks are all the safety they need (a node's heartbeat), so that
+    /// they never queue behind the engines of the cluster. On SQLite, the same as [`Store::write`]
+    /// (it has no other kind).
+    pub fn write_rows<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match &mut self.engine {
+            Engine::Sqlite(s) => s.write(f),
+            Engine::Postgres(p) => p.write_rows(f),
+        }
+    }
+
     /// Runs `f` in a transaction that takes the write lock only if it writes: for work that
     /// usually finds nothing to write (a wake-up that was not for us), so that it neither waits
     /// for, nor holds up, another writer. `f` may run twice (the second time under the write
@@ -216,10 +230,11 @@ impl Store {
     }
 
     /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
-    /// connection's commits never wait for a checkpoint's fsync. Nothing to do on PostgreSQL.
-    pub fn disable_autocheckpoint(&self) -> Result<()> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.disable_autocheckpoint(),
+    /// connection's commits never wait for a checkpoint's fsync: after each commit, `committed`
+    /// is told how many frames the WAL holds. Nothing to do on PostgreSQL.
+    pub fn checkpoint_elsewhere(&mut self, committed: impl Fn(u32) + Send + 'static) -> Result<()> {
+        match &mut self.engine {
+            Engine::Sqlite(s) => s.checkpoint_elsewhere(committed),
             Engine::Postgres(_) => Ok(()),
         }
     }

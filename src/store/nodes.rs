@@ -144,4 +144,46 @@ mod tests {
             assert!(matches!(join(store, 13), Join::Joined { .. }));
         }
     }
+
+    conformance! {
+        /// A node's heartbeat and the expiry of silent nodes take no store lock, yet cannot
+        /// declare a node dead in the middle of one of its write transactions that checked it
+        /// was live: the expiry waits for that transaction's end, so the rescue that follows
+        /// sees everything it wrote (fencing).
+        fn expiry_waits_for_a_transaction_that_checked_the_node_live(engine) {
+            let dir = tempfile::tempdir().unwrap();
+            let test_store = crate::store::testing::TestStore::new(engine, dir.path()).unwrap();
+            let mut a = test_store.open();
+            let mut b = test_store.open();
+            let Join::Joined { epoch } = a
+                .write(|tx| tx.join_node("a", "host-1", 10, "1.0", LONG))
+                .unwrap()
+            else {
+                panic!("a new name joins")
+            };
+            let me = NodeId { name: "a".into(), epoch };
+            std::thread::sleep(Duration::from_millis(20));
+            let (checked_tx, checked) = std::sync::mpsc::channel();
+            let engine_turn = std::thread::spawn(move || {
+                a.write(|tx| {
+                    assert!(tx.node_live(&me)?);
+                    checked_tx.send(()).unwrap();
+                    // Long enough that an expiry that did not wait would run meanwhile.
+                    std::thread::sleep(Duration::from_millis(300));
+                    tx.set_meta("written", "by a")
+                })
+                .unwrap();
+            });
+            checked.recv().unwrap();
+            let (expired, seen) = b
+                .write_rows(|tx| {
+                    let expired = tx.expire_nodes(Duration::from_millis(1))?;
+                    Ok::<_, crate::store::StoreError>((expired, tx.meta("written")?))
+                })
+                .unwrap();
+            engine_turn.join().unwrap();
+            assert_eq!(expired, vec!["a".to_string()]);
+            assert_eq!(seen.as_deref(), Some("by a"));
+        }
+    }
 }

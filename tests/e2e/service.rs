@@ -116,20 +116,21 @@ fn systemd_notifications_ready_after_recovery_watchdog_reload_stopping() {
 #[test]
 fn a_stuck_engine_stops_pinging_the_watchdog() {
     let e = Env::new();
+    e.job("nap", "run: sleep 0.3\n");
     let sock = NotifySocket::new(&e);
     let d = e.daemon_with(|c| {
         c.env("NOTIFY_SOCKET", &sock.path)
             .env("WATCHDOG_USEC", "400000");
     });
     sock.wait("WATCHDOG=1", 3);
-    // Another connection takes the write lock; the engine's next turn blocks on it.
+    let id = e.add(&["nap"]);
+    e.wait_state(id, &["running"]);
+    // Another connection takes the write lock; the engine's turn that records the run's end
+    // blocks on it (a turn with nothing to write would not: it only reads).
     let db = rusqlite::Connection::open(e.data.join("worker.db")).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    UnixDatagram::unbound()
-        .unwrap()
-        .send_to(b"w", e.data.join("daemon.sock"))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The run has ended by then, and the engine is stuck.
+    std::thread::sleep(Duration::from_millis(1500));
     let before = sock.count("WATCHDOG=1");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -139,6 +140,7 @@ fn a_stuck_engine_stops_pinging_the_watchdog() {
     );
     db.execute_batch("COMMIT").unwrap();
     sock.wait("WATCHDOG=1", before + 2);
+    e.wait_state(id, &["succeeded"]);
     drop(d);
 }
 

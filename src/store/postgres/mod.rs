@@ -22,9 +22,9 @@ mod schedules;
 mod steps;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
@@ -53,6 +53,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The server processes (backend pids) of this process's store connections: a wake-up one of
+/// them sent is not news to this process. (Whatever this process writes, it tells its own
+/// daemon directly: the engine knows its own turns, and the API and commands send the
+/// daemon's socket a datagram.)
+fn own_backends() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    static OWN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+    // A set of integers cannot be left half-changed by a panicking holder.
+    OWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Waits for `f` on this thread. Only for futures that need no runtime of their own: a client's
 /// statements, or a task spawned on [`runtime`].
 fn wait<F: Future>(f: F) -> F::Output {
@@ -66,6 +76,10 @@ pub struct PgStore {
     shown: String,
     client: Client,
     statements: RefCell<HashMap<String, Statement>>,
+    /// `SELECT pg_advisory_xact_lock($1, $2)`, once prepared.
+    lock_statement: Option<Statement>,
+    /// The server process of this connection ([`own_backends`]).
+    backend: i32,
     /// This schema's lock keys: (write, migrate).
     locks: (i32, i32),
     alerts_written: u32,
@@ -79,6 +93,8 @@ pub struct PgTx<'s> {
     /// A look without the write lock ([`PgStore::write_if_needed`]): the first statement that
     /// writes ends it with [`StoreError::WriteInLook`] instead of running.
     look: bool,
+    /// A read-only transaction (a look or a read): it may not lock rows either.
+    read_only: bool,
 }
 
 impl PgStore {
@@ -91,17 +107,21 @@ impl PgStore {
             shown,
             client,
             statements: RefCell::new(HashMap::new()),
+            lock_statement: None,
+            backend: 0,
             locks: (0, 0),
             alerts_written: 0,
         };
         let row = store.client_wait(|c| async move {
             c.query_one(
-                "SELECT hashtext(current_schema() || $1), hashtext(current_schema() || $2)",
+                "SELECT hashtext(current_schema() || $1), hashtext(current_schema() || $2), \
+                 pg_backend_pid()",
                 &[&LOCK_WRITE, &LOCK_MIGRATE],
             )
             .await
         })?;
         store.locks = (row.get(0), row.get(1));
+        store.set_backend(row.get(2));
         store.migrate()?;
         Ok(store)
     }
@@ -127,8 +147,20 @@ impl PgStore {
         if self.client.is_closed() {
             self.client = Self::open_client(&self.url)?;
             self.statements.borrow_mut().clear();
+            self.lock_statement = None;
+            let pid = self
+                .client_wait(|c| async move { c.query_one("SELECT pg_backend_pid()", &[]).await })?
+                .get(0);
+            self.set_backend(pid);
         }
         Ok(())
+    }
+
+    fn set_backend(&mut self, pid: i32) {
+        let mut own = own_backends();
+        own.remove(&self.backend);
+        own.insert(pid);
+        self.backend = pid;
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -203,17 +235,51 @@ impl PgStore {
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         self.reconnect_if_closed()?;
+        let lock = match &self.lock_statement {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client_wait(|c| async move {
+                    c.prepare("SELECT pg_advisory_xact_lock($1, $2)").await
+                })?;
+                self.lock_statement = Some(s.clone());
+                s
+            }
+        };
         let (class, key) = (LOCK_CLASS, self.locks.0);
+        // One round trip: the lock's request is sent behind `BEGIN` without waiting for it.
         self.client_wait(|c| async move {
-            c.batch_execute("BEGIN").await?;
-            c.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&class, &key])
-                .await
+            let (begun, locked) = futures_util::future::join(
+                c.batch_execute("BEGIN"),
+                c.execute(&lock, &[&class, &key]),
+            )
+            .await;
+            begun.and(locked)
         })
         .inspect_err(|_| self.rollback())?;
+        self.run_and_commit(f)
+    }
+
+    /// A write transaction without the store's write lock ([`crate::store::Store::write_rows`]).
+    pub fn write_rows<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.reconnect_if_closed()?;
+        self.client_wait(|c| async move { c.batch_execute("BEGIN").await })
+            .inspect_err(|_| self.rollback())?;
+        self.run_and_commit(f)
+    }
+
+    /// Runs `f` in the transaction just begun, then commits it (or rolls it back on an error).
+    fn run_and_commit<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let tx = PgTx {
             store: self,
             alerts: Cell::new(0),
             look: false,
+            read_only: false,
         };
         let out = match f(&tx) {
             Ok(out) => out,
@@ -244,6 +310,7 @@ impl PgStore {
             store: self,
             alerts: Cell::new(0),
             look: true,
+            read_only: true,
         };
         let looked = f(&tx);
         self.rollback();
@@ -267,6 +334,7 @@ impl PgStore {
             store: self,
             alerts: Cell::new(0),
             look: false,
+            read_only: true,
         };
         let out = f(&tx);
         self.rollback();
@@ -285,13 +353,27 @@ impl PgStore {
     }
 }
 
-/// Whether `sql` only reads: a plain `SELECT` (no `FOR UPDATE`, no function known to write).
-/// Anything else counts as a write (`WITH` may hide one).
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        own_backends().remove(&self.backend);
+    }
+}
+
+/// Whether `sql` only reads: a plain `SELECT` or a `WITH` query with no data-modifying part
+/// (no `INSERT`, `UPDATE`, `DELETE`: this code writes its keywords in capitals), and no row lock
+/// or function known to write. Anything else counts as a write.
 fn reads_only(sql: &str) -> bool {
     let head = sql.trim_start();
-    head.len() >= 6
-        && head[..6].eq_ignore_ascii_case("select")
+    let starts =
+        |word: &str| head.len() >= word.len() && head[..word.len()].eq_ignore_ascii_case(word);
+    let select = starts("select")
+        || (starts("with")
+            && !["INSERT ", "UPDATE ", "DELETE "]
+                .iter()
+                .any(|verb| sql.contains(verb)));
+    select
         && !sql.contains("FOR UPDATE")
+        && !sql.contains("FOR SHARE")
         && !sql.contains("pg_advisory")
         && !sql.contains("nextval")
 }
@@ -300,7 +382,8 @@ fn reads_only(sql: &str) -> bool {
 pub const WAKE_CHANNEL: &str = "worker_wake";
 
 /// Listens on a connection of its own for wake-ups of the store at `url` (a run enqueued, a
-/// cancel requested, a signal sent… from any host): each arrives on the receiver. A lost
+/// cancel requested, a signal sent… from another process, on any host): each arrives on the
+/// receiver. Those this process's own connections sent are left out ([`own_backends`]). A lost
 /// connection is opened again (every second until it succeeds), followed by one wake-up, since
 /// anything may have happened meanwhile. Ends when the receiver is dropped.
 pub fn listen(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<()> {
@@ -332,7 +415,8 @@ pub fn listen(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<()> {
                     first = false;
                     // The client must live while we listen; the notices end with its connection.
                     while let Some(n) = heard.recv().await {
-                        if n.payload() == schema && wake.send(()).is_err() {
+                        let own = own_backends().contains(&n.process_id());
+                        if n.payload() == schema && !own && wake.send(()).is_err() {
                             return;
                         }
                     }
@@ -415,4 +499,86 @@ impl PgTx<'_> {
 pub(super) fn execute_batch(url: &str, sql: &str) -> Result<()> {
     let client = PgStore::open_client(url)?;
     Ok(wait(client.batch_execute(sql))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{Engine, TestStore};
+    use std::time::{Duration, Instant};
+
+    fn test_store() -> Option<(TestStore, String, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TestStore::new(Engine::Postgres, dir.path())?;
+        let crate::store::Location::Postgres(url) = t.location.clone() else {
+            unreachable!("a PostgreSQL test store")
+        };
+        Some((t, url, dir))
+    }
+
+    fn notify(client: &Client) {
+        wait(client.batch_execute("SELECT pg_notify('worker_wake', current_schema())")).unwrap();
+    }
+
+    #[test]
+    fn reads_only_tells_looks_from_writes() {
+        assert!(reads_only("SELECT 1 FROM nodes WHERE name = $1"));
+        assert!(reads_only(
+            "WITH RECURSIVE q(job) AS (SELECT job FROM runs) SELECT job FROM q"
+        ));
+        assert!(!reads_only(
+            "WITH r AS (UPDATE runs SET state = 'running' RETURNING id) SELECT * FROM r"
+        ));
+        assert!(!reads_only("SELECT 1 FROM nodes WHERE name = $1 FOR SHARE"));
+        assert!(!reads_only("SELECT pg_advisory_xact_lock($1, $2)"));
+        assert!(!reads_only("UPDATE nodes SET heartbeat_at = now()"));
+    }
+
+    #[test]
+    fn a_wake_up_is_heard_from_other_processes_only() {
+        let Some((_t, url, _dir)) = test_store() else {
+            return;
+        };
+        let own = PgStore::connect(&url).unwrap();
+        let pid: i32 = own
+            .client_wait(|c| async move { c.query_one("SELECT pg_backend_pid()", &[]).await })
+            .unwrap()
+            .get(0);
+        assert!(own_backends().contains(&pid));
+        // A connection no store of this process made: another process, as far as the
+        // listener can tell.
+        let other = PgStore::open_client(&url).unwrap();
+        let mut woken = listen(&url);
+        let heard = |woken: &mut tokio::sync::mpsc::UnboundedReceiver<()>, within: Duration| {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                if woken.try_recv().is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        };
+        // Listening once the other connection's wake-ups arrive.
+        let mut listening = false;
+        for _ in 0..60 {
+            notify(&other);
+            if heard(&mut woken, Duration::from_millis(500)) {
+                listening = true;
+                break;
+            }
+        }
+        assert!(listening, "no wake-up arrived");
+        std::thread::sleep(Duration::from_millis(200));
+        while woken.try_recv().is_ok() {}
+
+        // Delivered in commit order: had the own wake-up gone through, it would come first.
+        notify(&own.client);
+        assert!(!heard(&mut woken, Duration::from_secs(1)));
+        notify(&other);
+        assert!(heard(&mut woken, Duration::from_secs(30)));
+
+        drop(own);
+        assert!(!own_backends().contains(&pid));
+    }
 }

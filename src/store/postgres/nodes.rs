@@ -77,12 +77,16 @@ impl NodeOps for PgTx<'_> {
     }
 
     fn node_live(&self, node: &NodeId) -> Result<bool> {
-        Ok(self
-            .query_opt(
-                "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live'",
-                &[&node.name, &node.epoch],
-            )?
-            .is_some())
+        // In a write transaction, the row stays locked until it ends: another node's heartbeat
+        // thread (which takes no store lock) cannot declare this node dead before what this
+        // transaction writes is committed — so the rescue that follows sees all of it.
+        // A look writes nothing that a rescue could miss (and may not lock rows).
+        let sql = if self.read_only {
+            "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live'"
+        } else {
+            "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live' FOR SHARE"
+        };
+        Ok(self.query_opt(sql, &[&node.name, &node.epoch])?.is_some())
     }
 
     fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {

@@ -38,6 +38,9 @@ macro_rules! run_columns {
     };
 }
 
+/// How many columns [`run_columns`] names.
+const RUN_COLUMN_COUNT: usize = 26;
+
 /// The columns [`brief_from_row`] reads, in its order.
 macro_rules! brief_columns {
     () => {
@@ -512,21 +515,29 @@ impl RunOps for PgTx<'_> {
     }
 
     fn start_attempt(&self, id: RunId, owner: &str, now: Time, resume: bool) -> Result<(Run, u32)> {
+        // One statement (one round trip): the run's update, its last attempt's number, and the
+        // new attempt's row. The CTEs share one snapshot: `last` reads the attempts before the
+        // insert, which takes the run's new attempt count from the update.
         let row = if resume {
             self.query_opt(
                 concat!(
-                    "UPDATE runs SET state = 'running', owner = $2, resume = false \
+                    "WITH r AS (UPDATE runs SET state = 'running', owner = $2, resume = false \
                      WHERE id = $1 AND state = 'queued' RETURNING ",
-                    run_columns!()
+                    run_columns!(),
+                    ") SELECT r.*, (SELECT max(seq) FROM attempts WHERE run_id = $1) FROM r"
                 ),
                 &[&id, &owner],
             )?
         } else {
             self.query_opt(
                 concat!(
-                    "UPDATE runs SET state = 'running', owner = $2, attempt = attempt + 1, \
+                    "WITH r AS (UPDATE runs SET state = 'running', owner = $2, attempt = attempt + 1, \
                      started_at = coalesce(started_at, $3) WHERE id = $1 AND state = 'queued' RETURNING ",
-                    run_columns!()
+                    run_columns!(),
+                    "), last AS (SELECT coalesce(max(seq), 0) AS seq FROM attempts WHERE run_id = $1), \
+                     a AS (INSERT INTO attempts (run_id, seq, number, started_at) \
+                     SELECT r.id, last.seq + 1, r.attempt, $3 FROM r, last RETURNING seq) \
+                     SELECT r.*, a.seq FROM r, a"
                 ),
                 &[&id, &owner, &at(now)],
             )?
@@ -535,18 +546,9 @@ impl RunOps for PgTx<'_> {
             return Err(corrupt(format!("run {id} is not queued")));
         };
         let run = run_from_row(&row)?;
-        let last: Option<i32> = self
-            .query_one("SELECT max(seq) FROM attempts WHERE run_id = $1", &[&id])?
-            .try_get(0)?;
-        let last = last.map(count_of).transpose()?.unwrap_or(0);
-        if resume {
-            return Ok((run, last));
-        }
-        let seq = last + 1;
-        self.execute(
-            "INSERT INTO attempts (run_id, seq, number, started_at) VALUES ($1, $2, $3, $4)",
-            &[&id, &int(seq)?, &int(run.attempt)?, &at(now)],
-        )?;
+        // The column after the run's: the last attempt (resume) or the new one.
+        let seq: Option<i32> = row.try_get(RUN_COLUMN_COUNT)?;
+        let seq = seq.map(count_of).transpose()?.unwrap_or(0);
         Ok((run, seq))
     }
 

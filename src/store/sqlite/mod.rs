@@ -15,6 +15,7 @@ macro_rules! active {
 }
 
 mod alerts;
+mod busy;
 mod changes;
 mod metrics;
 mod migrations;
@@ -34,6 +35,23 @@ use super::{Durability, Result, StoreError, Tx};
 
 /// How long a command waits for another process's write transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tells this process's other connections, once the transaction begun after it has ended
+/// (declared before the transaction, it is dropped after it), that the write lock may be free.
+struct Released;
+
+impl Released {
+    fn arm() -> Released {
+        busy::arm();
+        Released
+    }
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        busy::released();
+    }
+}
 
 /// A connection to the database.
 pub struct SqliteStore {
@@ -71,14 +89,16 @@ impl SqliteStore {
                 }
             }
         }
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // Waits for another writer as SQLite would, but wakes as soon as a writer of this
+        // process lets go.
+        conn.busy_handler(Some(busy::busy)).map_err(open_err)?;
         // The engine's turn alone uses a few dozen distinct statements: keep them all parsed.
         conn.set_prepared_statement_cache_capacity(256);
         // Plans never depend on bound values (there are no statistics to consult anyway). Without
@@ -123,6 +143,7 @@ impl SqliteStore {
 
     fn migrate(&mut self) -> Result<()> {
         let known = migrations::MIGRATIONS.len() as i64;
+        let _released = Released::arm();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -151,6 +172,7 @@ impl SqliteStore {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _released = Released::arm();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -175,6 +197,8 @@ impl SqliteStore {
     /// the transaction that it cannot repeat.
     pub fn write_if_needed<T>(&mut self, mut f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         let optimistic = (|| {
+            // Taken at the first write, if there is one.
+            let _released = Released::arm();
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -225,9 +249,15 @@ impl SqliteStore {
     }
 
     /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
-    /// connection's commits never wait for a checkpoint's fsync.
-    pub fn disable_autocheckpoint(&self) -> Result<()> {
-        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    /// connection's commits never wait for a checkpoint's fsync: SQLite's automatic checkpoint
+    /// is a WAL hook, which this one replaces. After each commit, `committed` is told how many
+    /// frames the WAL holds.
+    pub fn checkpoint_elsewhere(&mut self, committed: impl Fn(u32) + Send + 'static) -> Result<()> {
+        self.conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: i32| {
+                committed(frames.max(0) as u32);
+                Ok(())
+            }))?;
         Ok(())
     }
 
