@@ -251,11 +251,13 @@ impl Engine {
                 if let Some(flow) = self.flows.remove(&d.run) {
                     info!(job = %flow.run.job, run = d.run, wake = ?wake, "suspended: sleeping or waiting for a signal");
                 }
+                self.flow_left = true;
             }
             Next::Ended(state) => {
                 if let Some(flow) = self.flows.remove(&d.run) {
                     info!(job = %flow.run.job, run = d.run, attempt = flow.run.attempt, state = %state, "attempt ended");
                 }
+                self.flow_left = true;
             }
         }
     }

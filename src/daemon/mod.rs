@@ -172,6 +172,9 @@ struct Engine {
     enqueued_wake: Arc<Notify>,
     /// A turn took the write lock since the last housekeeping.
     wrote: bool,
+    /// A workflow run ended or was suspended since the last turn: its slot is free, and the
+    /// next turn (which comes at once) claims.
+    flow_left: bool,
     /// When the next delayed or retrying run is due, as of the last turn.
     next_due_runs: Option<Time>,
     /// When the next fire deadline passes, as of the last look.
@@ -265,6 +268,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         enqueued: false,
         enqueued_wake: Arc::new(Notify::new()),
         wrote: false,
+        flow_left: false,
         next_due_runs: None,
         next_deadline: None,
         housekeeping: opts.housekeeping,
@@ -539,7 +543,7 @@ impl Engine {
             if self.http.is_some() {
                 self.turns.send_modify(|n| *n = n.wrapping_add(1));
             }
-            if !self.pending.is_empty() {
+            if !self.pending.is_empty() || self.flow_left {
                 continue;
             }
             if last_housekeeping.elapsed() >= self.housekeeping {
@@ -702,7 +706,9 @@ impl Engine {
         // Process slots: plain attempts and process steps count; the attempts that just ended
         // no longer do (their steps' handles are already gone).
         let live = self.live_processes().saturating_sub(dones.len());
-        let slots_freed = !dones.is_empty() || step_dones.iter().any(|d| d.process);
+        let slots_freed = !dones.is_empty()
+            || step_dones.iter().any(|d| d.process)
+            || std::mem::take(&mut self.flow_left);
         // A workflow run whose steps run several processes takes more than its run's slot.
         let extra_processes =
             live.saturating_sub(self.running.len().saturating_sub(dones.len()) + self.flows.len());
@@ -713,9 +719,10 @@ impl Engine {
         } else {
             Vec::new()
         };
-        // Whether a claim may find something: a slot was freed, or runs may have become
-        // queued (enqueued, fired, promoted, or anything after a wake-up). A turn for nothing
-        // else (a timer) does not look for queued runs it has already seen it cannot start.
+        // Whether a claim may find something: a slot was freed (a process ended, a workflow run
+        // ended or was suspended), or runs may have become queued (enqueued, fired, promoted,
+        // anything after a wake-up). A turn for nothing else (a timer)
+        // does not look again for queued runs it has already found it cannot start.
         let slots_free = slots_freed
             || external
             || enqueued

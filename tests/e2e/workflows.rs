@@ -89,6 +89,20 @@ steps:
 /// A daemon restarted in the middle of a 3 s sleep wakes the run at the right time: not
 /// earlier, not twice.
 #[test]
+fn workflow_runs_beyond_the_concurrency_limit_all_run() {
+    // A workflow run that ends frees its slot for the next queued one, though no process
+    // ended and nothing was enqueued meanwhile.
+    let e = Env::new();
+    e.file("scheduler.yaml", "concurrency: 1\n");
+    e.job("nap", "steps:\n  - name: nap\n    sleep: 50ms\n");
+    let ids: Vec<i64> = (0..4).map(|_| e.add(&["nap"])).collect();
+    let _d = e.daemon();
+    for id in ids {
+        e.wait_state(id, &["succeeded"]);
+    }
+}
+
+#[test]
 fn a_durable_sleep_survives_a_restart_and_wakes_once_on_time() {
     let e = Env::new();
     let m = e.path("woke");
