@@ -750,6 +750,12 @@ impl Engine {
             && step_dones.is_empty()
             && due_schedules.is_empty()
             && revisit.is_empty();
+        // Nothing to record and nothing to look for (a timer that only asks when to turn next):
+        // no transaction at all. (Fencing is still noticed: by the heartbeat thread.)
+        if only_looking && !promote && !slots_free && !check_cancels && !check_signals && !deadlines
+        {
+            return Ok(self.next_wake(self.next_due_runs, accept));
+        }
         let body = |tx: &crate::store::Tx<'_>| {
             if let Some(me) = &fence
                 && !tx.node_live(me)?
@@ -943,16 +949,22 @@ impl Engine {
         for d in turn.decided {
             self.apply(d);
         }
-        let next_due = [turn.next_due, self.next_deadline, self.next_flow_wake()]
+        Ok(self.next_wake(turn.next_due, accept))
+    }
+
+    /// When the loop should turn next, at the latest: the next delayed run (`next_due`), fire
+    /// deadline, workflow wake-up or schedule fire.
+    fn next_wake(&self, next_due: Option<Time>, accept: bool) -> Option<Time> {
+        let next_due = [next_due, self.next_deadline, self.next_flow_wake()]
             .into_iter()
             .flatten()
             .filter(|t| !crate::store::is_never(*t))
             .min();
         let next_fire = if accept { self.next_fire() } else { None };
-        Ok(match (next_due, next_fire) {
+        match (next_due, next_fire) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        })
+        }
     }
 
     /// Starts a claimed attempt in its own task.
