@@ -27,19 +27,18 @@ pub struct Enqueuer {
 impl Enqueuer {
     /// Starts the thread, which ends when the `Enqueuer` is dropped. Its connection leaves WAL
     /// checkpoints to the daemon's checkpointer (a commit that crossed SQLite's threshold would
-    /// pay for one, milliseconds), telling it the WAL's size through `checkpoint`; `committed`
-    /// is called after each commit that added runs (it wakes the daemon's loop).
+    /// pay for one, milliseconds): `committed` is called after each commit that added runs, and
+    /// wakes the daemon's loop and its checkpointer.
     pub fn start(
         data: DataDir,
         durability: Durability,
         config: watch::Receiver<Arc<Config>>,
-        checkpoint: impl Fn(u32) + Send + 'static,
         committed: impl Fn() + Send + 'static,
     ) -> std::io::Result<Enqueuer> {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("worker-enqueue".into())
-            .spawn(move || run(data, durability, config, rx, checkpoint, committed))?;
+            .spawn(move || run(data, durability, config, rx, committed))?;
         Ok(Enqueuer { tx })
     }
 
@@ -66,11 +65,10 @@ fn run(
     durability: Durability,
     config: watch::Receiver<Arc<Config>>,
     mut rx: mpsc::Receiver<(Request, Reply)>,
-    checkpoint: impl Fn(u32) + Send + 'static,
     committed: impl Fn(),
 ) {
-    let opened = Store::open_at(&data.store_location(), durability).and_then(|mut s| {
-        s.checkpoint_elsewhere(checkpoint)?;
+    let opened = Store::open_at(&data.store_location(), durability).and_then(|s| {
+        s.disable_autocheckpoint()?;
         Ok(s)
     });
     let mut store = match opened {

@@ -216,6 +216,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         info!("stopped while waiting for the store");
         return Ok(());
     };
+    store.disable_autocheckpoint()?;
     let (node_tx, node_events) = mpsc::unbounded_channel();
     let node = node::Node::join(
         &mut store,
@@ -230,7 +231,6 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         checkpoint::Checkpointer::start(data.db_path())
             .map_err(|e| DaemonError::Io(format!("cannot start the checkpointer thread: {e}")))?
     };
-    store.checkpoint_elsewhere(checkpointer.poker())?;
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let remote_wakes = crate::store::listen(&data.store_location());
     let exec = Arc::new(Executor::new(opts.sentinel));
@@ -372,10 +372,13 @@ impl Engine {
             self.data.clone(),
             self.config.settings.durability,
             self.config_tx.subscribe(),
-            self.checkpointer.poker(),
             {
+                let poke = self.checkpointer.poker();
                 let enqueued = self.enqueued_wake.clone();
-                move || enqueued.notify_one()
+                move || {
+                    poke();
+                    enqueued.notify_one();
+                }
             },
         )
         .map_err(|e| DaemonError::Io(format!("cannot start the enqueue thread: {e}")))?;
@@ -906,6 +909,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.checkpointer.poke();
         // A run only a signal wakes is "due" at the end of time: not a wake-up.
         self.next_due_runs = turn.next_due.filter(|t| !crate::store::is_never(*t));
         if let Some(d) = turn.next_deadline {

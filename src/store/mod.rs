@@ -230,11 +230,10 @@ impl Store {
     }
 
     /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
-    /// connection's commits never wait for a checkpoint's fsync: after each commit, `committed`
-    /// is told how many frames the WAL holds. Nothing to do on PostgreSQL.
-    pub fn checkpoint_elsewhere(&mut self, committed: impl Fn(u32) + Send + 'static) -> Result<()> {
-        match &mut self.engine {
-            Engine::Sqlite(s) => s.checkpoint_elsewhere(committed),
+    /// connection's commits never wait for a checkpoint's fsync. Nothing to do on PostgreSQL.
+    pub fn disable_autocheckpoint(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.disable_autocheckpoint(),
             Engine::Postgres(_) => Ok(()),
         }
     }

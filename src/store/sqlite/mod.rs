@@ -249,15 +249,9 @@ impl SqliteStore {
     }
 
     /// Leaves WAL checkpoints to someone else (the daemon's checkpointer thread), so that this
-    /// connection's commits never wait for a checkpoint's fsync: SQLite's automatic checkpoint
-    /// is a WAL hook, which this one replaces. After each commit, `committed` is told how many
-    /// frames the WAL holds.
-    pub fn checkpoint_elsewhere(&mut self, committed: impl Fn(u32) + Send + 'static) -> Result<()> {
-        self.conn
-            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: i32| {
-                committed(frames.max(0) as u32);
-                Ok(())
-            }))?;
+    /// connection's commits never wait for a checkpoint's fsync.
+    pub fn disable_autocheckpoint(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(())
     }
 
