@@ -76,8 +76,6 @@ pub struct PgStore {
     shown: String,
     client: Client,
     statements: RefCell<HashMap<String, Statement>>,
-    /// `SELECT pg_advisory_xact_lock($1, $2)`, once prepared.
-    lock_statement: Option<Statement>,
     /// The server process of this connection ([`own_backends`]).
     backend: i32,
     /// This schema's lock keys: (write, migrate).
@@ -90,11 +88,24 @@ pub struct PgTx<'s> {
     store: &'s PgStore,
     /// Pending alerts inserted so far.
     alerts: Cell<u32>,
+    mode: Mode,
+}
+
+/// What kind of transaction a [`PgTx`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
     /// A look without the write lock ([`PgStore::write_if_needed`]): the first statement that
     /// writes ends it with [`StoreError::WriteInLook`] instead of running.
-    look: bool,
+    Look,
+    Read,
+}
+
+impl PgTx<'_> {
     /// A read-only transaction (a look or a read): it may not lock rows either.
-    read_only: bool,
+    fn read_only(&self) -> bool {
+        self.mode != Mode::Write
+    }
 }
 
 impl PgStore {
@@ -107,7 +118,6 @@ impl PgStore {
             shown,
             client,
             statements: RefCell::new(HashMap::new()),
-            lock_statement: None,
             backend: 0,
             locks: (0, 0),
             alerts_written: 0,
@@ -147,7 +157,6 @@ impl PgStore {
         if self.client.is_closed() {
             self.client = Self::open_client(&self.url)?;
             self.statements.borrow_mut().clear();
-            self.lock_statement = None;
             let pid = self
                 .client_wait(|c| async move { c.query_one("SELECT pg_backend_pid()", &[]).await })?
                 .get(0);
@@ -235,16 +244,7 @@ impl PgStore {
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         self.reconnect_if_closed()?;
-        let lock = match &self.lock_statement {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client_wait(|c| async move {
-                    c.prepare("SELECT pg_advisory_xact_lock($1, $2)").await
-                })?;
-                self.lock_statement = Some(s.clone());
-                s
-            }
-        };
+        let lock = self.prepared("SELECT pg_advisory_xact_lock($1, $2)")?;
         let (class, key) = (LOCK_CLASS, self.locks.0);
         // One round trip: the lock's request is sent behind `BEGIN` without waiting for it.
         self.client_wait(|c| async move {
@@ -278,8 +278,7 @@ impl PgStore {
         let tx = PgTx {
             store: self,
             alerts: Cell::new(0),
-            look: false,
-            read_only: false,
+            mode: Mode::Write,
         };
         let out = match f(&tx) {
             Ok(out) => out,
@@ -309,8 +308,7 @@ impl PgStore {
         let tx = PgTx {
             store: self,
             alerts: Cell::new(0),
-            look: true,
-            read_only: true,
+            mode: Mode::Look,
         };
         let looked = f(&tx);
         self.rollback();
@@ -333,8 +331,7 @@ impl PgStore {
         let tx = PgTx {
             store: self,
             alerts: Cell::new(0),
-            look: false,
-            read_only: true,
+            mode: Mode::Read,
         };
         let out = f(&tx);
         self.rollback();
@@ -436,24 +433,28 @@ pub fn listen(url: &str) -> tokio::sync::mpsc::UnboundedReceiver<()> {
     woken
 }
 
+impl PgStore {
+    /// `sql` prepared on this connection, once.
+    fn prepared(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.client_wait(|c| async move { c.prepare(sql).await })?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+}
+
 impl PgTx<'_> {
     /// `sql` prepared on this connection, once. In a look, a statement that may write is
     /// refused before it runs.
     fn statement(&self, sql: &str) -> Result<Statement> {
-        if self.look && !reads_only(sql) {
+        if self.mode == Mode::Look && !reads_only(sql) {
             return Err(StoreError::WriteInLook);
         }
-        if let Some(s) = self.store.statements.borrow().get(sql) {
-            return Ok(s.clone());
-        }
-        let prepared = self
-            .store
-            .client_wait(|c| async move { c.prepare(sql).await })?;
-        self.store
-            .statements
-            .borrow_mut()
-            .insert(sql.to_owned(), prepared.clone());
-        Ok(prepared)
+        self.store.prepared(sql)
     }
 
     /// The rows of `sql` with `params` (`$1`, `$2`…).

@@ -81,7 +81,7 @@ impl NodeOps for PgTx<'_> {
         // thread (which takes no store lock) cannot declare this node dead before what this
         // transaction writes is committed — so the rescue that follows sees all of it.
         // A look writes nothing that a rescue could miss (and may not lock rows).
-        let sql = if self.read_only {
+        let sql = if self.read_only() {
             "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live'"
         } else {
             "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live' FOR SHARE"

@@ -38,9 +38,6 @@ macro_rules! run_columns {
     };
 }
 
-/// How many columns [`run_columns`] names.
-const RUN_COLUMN_COUNT: usize = 26;
-
 /// The columns [`brief_from_row`] reads, in its order.
 macro_rules! brief_columns {
     () => {
@@ -524,7 +521,8 @@ impl RunOps for PgTx<'_> {
                     "WITH r AS (UPDATE runs SET state = 'running', owner = $2, resume = false \
                      WHERE id = $1 AND state = 'queued' RETURNING ",
                     run_columns!(),
-                    ") SELECT r.*, (SELECT max(seq) FROM attempts WHERE run_id = $1) FROM r"
+                    ") SELECT r.*, (SELECT max(seq) FROM attempts WHERE run_id = $1) AS attempt_seq \
+                     FROM r"
                 ),
                 &[&id, &owner],
             )?
@@ -537,7 +535,7 @@ impl RunOps for PgTx<'_> {
                     "), last AS (SELECT coalesce(max(seq), 0) AS seq FROM attempts WHERE run_id = $1), \
                      a AS (INSERT INTO attempts (run_id, seq, number, started_at) \
                      SELECT r.id, last.seq + 1, r.attempt, $3 FROM r, last RETURNING seq) \
-                     SELECT r.*, a.seq FROM r, a"
+                     SELECT r.*, a.seq AS attempt_seq FROM r, a"
                 ),
                 &[&id, &owner, &at(now)],
             )?
@@ -546,8 +544,8 @@ impl RunOps for PgTx<'_> {
             return Err(corrupt(format!("run {id} is not queued")));
         };
         let run = run_from_row(&row)?;
-        // The column after the run's: the last attempt (resume) or the new one.
-        let seq: Option<i32> = row.try_get(RUN_COLUMN_COUNT)?;
+        // The last attempt (resume) or the new one.
+        let seq: Option<i32> = row.try_get("attempt_seq")?;
         let seq = seq.map(count_of).transpose()?.unwrap_or(0);
         Ok((run, seq))
     }
