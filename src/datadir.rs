@@ -157,6 +157,20 @@ impl DataDir {
         }
     }
 
+    /// Whether a foreground process of this host that took a lease here has died without
+    /// giving it back (its runs are to be recovered).
+    pub fn dead_foreground_lease(&self) -> bool {
+        let Ok(entries) = fs::read_dir(self.root.join("leases")) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            name.to_str()
+                .and_then(|n| n.strip_suffix(".lock"))
+                .is_some_and(|id| !self.lease_alive(id))
+        })
+    }
+
     /// Whether lease `id` has its file here (a foreground process of this host took it).
     pub fn has_lease(&self, id: &str) -> bool {
         self.lease_path(id).exists()

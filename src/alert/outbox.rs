@@ -25,6 +25,10 @@ use crate::store::{AlertRow, Store, StoreError};
 /// How many alerts one round claims.
 const BATCH: u32 = 32;
 
+/// How often an idle outbox looks for alerts written by other processes (on SQLite, or on a
+/// shared store that cannot listen); an outbox is woken for its own process's alerts.
+pub const IDLE_LOOK: Duration = Duration::from_secs(60);
+
 pub struct Outbox {
     store: Store,
     lease: String,
@@ -152,12 +156,14 @@ impl Outbox {
         self.store.read(|tx| tx.pending_alerts()).unwrap_or(0)
     }
 
-    /// The daemon's delivery loop, until `stop` turns true.
+    /// The daemon's delivery loop, until `stop` turns true. With nothing pending it looks again
+    /// when woken, or after `idle_look` (`None`: only when woken).
     pub async fn run(
         mut self,
         mut config: watch::Receiver<Arc<Config>>,
         wake: Arc<Notify>,
         mut stop: watch::Receiver<bool>,
+        idle_look: Option<Duration>,
     ) {
         loop {
             if *stop.borrow() {
@@ -172,12 +178,14 @@ impl Outbox {
                     Some(self.clock.now() + chrono::Duration::seconds(5))
                 }
             };
-            let wait = next
-                .map(|t| (t - self.clock.now()).to_std().unwrap_or_default())
-                .unwrap_or(Duration::from_secs(60))
-                .min(Duration::from_secs(60));
+            let wait = match next {
+                Some(t) => Some((t - self.clock.now()).to_std().unwrap_or_default()),
+                None => idle_look,
+            };
+            // Even an alert due later is looked at again within a minute (a clock that jumped).
+            let wait = wait.map(|w| w.min(Duration::from_secs(60)));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {}
                 _ = wake.notified() => {}
                 _ = config.changed() => {}
                 _ = stop.changed() => {}

@@ -490,7 +490,12 @@ impl Foreground {
         let (stop, stopped) = watch::channel(false);
         let (_config_tx, config_rx) = watch::channel(self.config.clone());
         let wake = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(outbox.run(config_rx, wake, stopped));
+        let task = tokio::spawn(outbox.run(
+            config_rx,
+            wake,
+            stopped,
+            Some(crate::alert::outbox::IDLE_LOOK),
+        ));
         Some(OutboxTask {
             stop,
             _task: task,

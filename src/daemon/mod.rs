@@ -222,6 +222,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         &mut store,
         &data.store_location(),
         &config.settings,
+        opts.clock.clone(),
         node_tx,
     )
     .map_err(|e| DaemonError::Io(e.to_string()))?;
@@ -313,10 +314,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         engine.clock.clone(),
     )
     .map_err(DaemonError::Io)?;
+    // On a shared store that listens, every alert this node writes wakes its outbox, and the
+    // heartbeat tells of those left by other nodes: an idle outbox has no timer of its own.
+    let idle_look = (engine.remote_wakes.is_none() || !engine.node.shared)
+        .then_some(crate::alert::outbox::IDLE_LOOK);
     let outbox_task = tokio::spawn(outbox.run(
         engine.config_tx.subscribe(),
         engine.outbox_wake.clone(),
         outbox_stopped,
+        idle_look,
     ));
     info!(
         jobs = engine.config.jobs.len(),
@@ -551,7 +557,11 @@ impl Engine {
             }
             if last_housekeeping.elapsed() >= self.housekeeping {
                 last_housekeeping = Instant::now();
-                if let Err(e) = self.recover_all(false) {
+                // On a shared store the heartbeat tells of runs of dead nodes, and a foreground
+                // process of another host is left to that host: only this host's are looked for.
+                if (!self.node.shared || self.data.dead_foreground_lease())
+                    && let Err(e) = self.recover_all(false)
+                {
                     error!(error = %e, "cannot check for runs of dead processes");
                 }
                 self.prune();
@@ -607,6 +617,7 @@ impl Engine {
                 _ = tokio::time::sleep(sleep_for) => {}
                 Some(event) = self.node_events.recv() => match event {
                     node::NodeEvent::Fenced => self.fenced(),
+                    node::NodeEvent::AlertsDue => self.outbox_wake.notify_one(),
                     node::NodeEvent::Rescue => {
                         if let Err(e) = self.recover_all(false) {
                             error!(error = %e, "cannot recover the runs of dead nodes");

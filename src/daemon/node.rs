@@ -8,9 +8,11 @@
 //!   `node_timeout`. Each join starts a new *epoch*.
 //! - **Heartbeat**: a thread of its own, on a connection of its own, records one every
 //!   `node_timeout / 3` — so a busy or blocked engine loop cannot make the node look dead, while a
-//!   stopped process (SIGSTOP, a partition) does. In the same transaction it declares dead every
+//!   stopped process (SIGSTOP, a partition) does. In the same statement it declares dead every
 //!   node silent for `node_timeout` (by the database's clock) and tells the engine, which
-//!   recovers their runs.
+//!   recovers their runs. The same statement is an idle node's only poll: it also tells whether
+//!   runs of dead nodes are still to be recovered and whether an alert is due, which the engine
+//!   and the alert outbox would otherwise look for on timers of their own.
 //! - **Fencing**: every write of the engine first checks that this node is still live in its
 //!   epoch; once declared dead it is not, so it can record nothing for runs taken from it. When
 //!   the heartbeat or that check finds out, the engine kills what it runs, discards their ends,
@@ -23,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::datadir::DAEMON_LEASE;
 use crate::store::{Durability, Join, Location, NodeId, Store, StoreError};
@@ -32,8 +35,11 @@ use crate::store::{Durability, Join, Location, NodeId, Store, StoreError};
 pub enum NodeEvent {
     /// The store says this node is no longer live in its epoch.
     Fenced,
-    /// Other nodes were declared dead: recover their runs.
+    /// Other nodes were declared dead, or runs of dead nodes are left: recover them.
     Rescue,
+    /// An alert or a throttle window is due (written by a node that may be gone): the alert
+    /// outbox should look.
+    AlertsDue,
 }
 
 /// Why joining failed.
@@ -72,6 +78,7 @@ impl Node {
         store: &mut Store,
         location: &Location,
         settings: &Settings,
+        clock: Arc<dyn Clock>,
         events: mpsc::UnboundedSender<NodeEvent>,
     ) -> Result<Node, JoinError> {
         let shared = matches!(location, Location::Postgres(_));
@@ -98,6 +105,7 @@ impl Node {
                 location.clone(),
                 id.clone(),
                 settings.node_timeout,
+                clock,
                 events,
             )?)
         } else {
@@ -190,6 +198,7 @@ fn start_heartbeat(
     location: Location,
     id: Arc<Mutex<NodeId>>,
     timeout: Duration,
+    clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<NodeEvent>,
 ) -> Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>), JoinError> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -207,20 +216,26 @@ fn start_heartbeat(
                 }
                 let me = lock(&id).clone();
                 // Row locks suffice (see `node_live`): the heartbeat never waits for the engines.
-                let beat = store.write_rows(|tx| Ok::<_, StoreError>((tx.node_heartbeat(&me)?, tx.expire_nodes(timeout)?)));
-                match beat {
-                    Ok((live, expired)) => {
+                match store.beat(&me, timeout, clock.now()) {
+                    Ok(beat) => {
                         if failing {
                             info!("the store answers heartbeats again");
                         }
                         failing = false;
-                        for name in &expired {
+                        for name in &beat.expired {
                             warn!(node = %name, timeout_s = timeout.as_secs(), "node silent past node_timeout: declared dead, its runs are recovered");
                         }
-                        if !expired.is_empty() && events.send(NodeEvent::Rescue).is_err() {
-                            return;
+                        let mut tell = Vec::new();
+                        if !beat.expired.is_empty() || beat.orphans {
+                            tell.push(NodeEvent::Rescue);
                         }
-                        if !live && events.send(NodeEvent::Fenced).is_err() {
+                        if beat.alerts_due {
+                            tell.push(NodeEvent::AlertsDue);
+                        }
+                        if !beat.live {
+                            tell.push(NodeEvent::Fenced);
+                        }
+                        if tell.into_iter().any(|e| events.send(e).is_err()) {
                             return;
                         }
                     }

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub use alerts::{AlertOps, AlertRow, DueDeadline, NewAlert, Window};
 pub use changes::{Change, ChangeOps};
 pub use metrics::{Count, Hist, MetricCounts, MetricOps};
-pub use nodes::{Join, NodeId, NodeOps, NodeRow, node_owner, owner_node};
+pub use nodes::{Beat, Join, NodeId, NodeOps, NodeRow, node_owner, owner_node};
 pub use runs::{
     JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, RunOps, StatusCounts,
 };
@@ -185,17 +185,18 @@ impl Store {
         }
     }
 
-    /// Runs `f` in a write transaction that is not serialised with the other writers: for
-    /// statements whose own row locks are all the safety they need (a node's heartbeat), so that
-    /// they never queue behind the engines of the cluster. On SQLite, the same as [`Store::write`]
-    /// (it has no other kind).
-    pub fn write_rows<T, E: From<StoreError>>(
+    /// A node's heartbeat ([`NodeOps::node_beat`]). Not serialised with the other writers (its
+    /// row locks are all the safety it needs), so it never queues behind the engines of the
+    /// cluster; on PostgreSQL one statement outside any transaction (one round trip).
+    pub fn beat(
         &mut self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
+        node: &NodeId,
+        timeout: std::time::Duration,
+        now: crate::model::Time,
+    ) -> Result<Beat> {
         match &mut self.engine {
-            Engine::Sqlite(s) => s.write(f),
-            Engine::Postgres(p) => p.write_rows(f),
+            Engine::Sqlite(s) => s.write(|tx| tx.node_beat(node, timeout, now)),
+            Engine::Postgres(p) => p.single(|tx| tx.node_beat(node, timeout, now)),
         }
     }
 

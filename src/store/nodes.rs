@@ -58,6 +58,21 @@ pub struct NodeId {
     pub epoch: i64,
 }
 
+/// What one heartbeat found ([`NodeOps::node_beat`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// The node is still live in its epoch; `false`: it was declared dead (fenced).
+    pub live: bool,
+    /// The nodes this beat declared dead: their runs are to be recovered.
+    pub expired: Vec<String>,
+    /// Runs are held by nodes that are no longer live (a rescue that has not happened, or
+    /// failed half-way): a rescue is due.
+    pub orphans: bool,
+    /// An alert or a throttle window is due by the caller's `now` (the node that wrote it may
+    /// have died before delivering it): the alert outbox should look.
+    pub alerts_due: bool,
+}
+
 pub trait NodeOps {
     /// Joins as node `name` (a new epoch, state `live`), unless a live node of that name has
     /// sent a heartbeat within `timeout`.
@@ -79,6 +94,11 @@ pub trait NodeOps {
 
     /// Declares dead every live node silent for `timeout`; returns their names.
     fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>>;
+
+    /// One heartbeat of `node`, the expiry of the nodes silent for `timeout`, and the looks that
+    /// an idle node would otherwise make on timers of its own (see [`Beat`]), as one write that
+    /// takes row locks only. On PostgreSQL one statement, sent outside any transaction.
+    fn node_beat(&self, node: &NodeId, timeout: Duration, now: Time) -> Result<Beat>;
 
     /// A node that stops cleanly leaves (state `left`).
     fn leave_node(&self, node: &NodeId) -> Result<()>;
@@ -146,6 +166,85 @@ mod tests {
     }
 
     conformance! {
+        /// A beat also tells an idle node what it would otherwise poll for: runs still held by
+        /// a node that is no longer live (until they are recovered), and alerts due.
+        fn a_beat_tells_of_runs_left_by_dead_nodes_and_of_due_alerts(engine) {
+            use crate::model::{Priority, RunState, Trigger};
+            use crate::store::{NewAlert, NewRun, StoreError};
+            let mut fresh = Fresh::new(engine);
+            let store = &mut fresh.store;
+            let join = |store: &mut crate::store::Store, name: &str| {
+                match store.write(|tx| tx.join_node(name, "h", 1, "1.0", LONG)).unwrap() {
+                    Join::Joined { epoch } => NodeId { name: name.into(), epoch },
+                    other => panic!("{name} joins, got {other:?}"),
+                }
+            };
+            let a = join(store, "a");
+            let b = join(store, "b");
+            let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let env = std::collections::BTreeMap::new();
+            let (run, seq) = store
+                .write(|tx| {
+                    let id = tx.insert_run(&NewRun {
+                        job: "j",
+                        state: RunState::Queued,
+                        priority: Priority::Normal,
+                        trigger: Trigger::Queue,
+                        key: None,
+                        max_attempts: 1,
+                        created_at: now,
+                        due_at: now,
+                        env: &env,
+                        schedule: None,
+                        scheduled_at: None,
+                        owner: None,
+                        retry_of: None,
+                        error: None,
+                        finished_at: None,
+                        definition: None,
+                        input: None,
+                        origin: None,
+                    })?;
+                    let (_, seq) = tx.start_attempt(id, &node_owner(&a.name), now, false)?;
+                    Ok::<_, StoreError>((id, seq))
+                })
+                .unwrap();
+            let quiet = Beat { live: true, ..Beat::default() };
+            assert_eq!(store.beat(&b, LONG, now).unwrap(), quiet, "a is live: nothing to do");
+            std::thread::sleep(Duration::from_millis(20));
+            let beat = store.beat(&b, Duration::from_millis(1), now).unwrap();
+            assert_eq!(beat.expired, vec!["a".to_string()], "b, beating, is not silent");
+            assert!(beat.live);
+            // Until a's run is recovered, every beat says a rescue is due.
+            assert!(store.beat(&b, LONG, now).unwrap().orphans);
+            assert!(store.beat(&b, LONG, now).unwrap().orphans);
+            store
+                .write(|tx| {
+                    tx.end_attempt(run, seq, now, "lost", None, None, None, None)?;
+                    tx.finish_run(run, RunState::Dead, now, Some("node died"), None, None)
+                })
+                .unwrap();
+            assert_eq!(store.beat(&b, LONG, now).unwrap(), quiet, "recovered");
+            store
+                .write(|tx| {
+                    tx.insert_alert(&NewAlert {
+                        rule: "r",
+                        channel: "c",
+                        job: None,
+                        event: "failed",
+                        run_id: None,
+                        status: "pending",
+                        payload: "{}",
+                        now,
+                    })
+                })
+                .unwrap();
+            assert!(!store.beat(&b, LONG, now - chrono::Duration::seconds(1)).unwrap().alerts_due);
+            assert!(store.beat(&b, LONG, now).unwrap().alerts_due);
+        }
+    }
+
+    conformance! {
         /// A node's heartbeat and the expiry of silent nodes take no store lock, yet cannot
         /// declare a node dead in the middle of one of its write transactions that checked it
         /// was live: the expiry waits for that transaction's end, so the rescue that follows
@@ -175,14 +274,20 @@ mod tests {
                 .unwrap();
             });
             checked.recv().unwrap();
-            let (expired, seen) = b
-                .write_rows(|tx| {
-                    let expired = tx.expire_nodes(Duration::from_millis(1))?;
-                    Ok::<_, crate::store::StoreError>((expired, tx.meta("written")?))
-                })
+            let Join::Joined { epoch } = b
+                .write(|tx| tx.join_node("b", "host-2", 20, "1.0", LONG))
+                .unwrap()
+            else {
+                panic!("a second name joins")
+            };
+            let beat = b
+                .beat(&NodeId { name: "b".into(), epoch }, Duration::from_millis(1), crate::clock::Clock::now(&crate::clock::SystemClock))
                 .unwrap();
+            let seen = b.read(|tx| tx.meta("written")).unwrap();
             engine_turn.join().unwrap();
-            assert_eq!(expired, vec!["a".to_string()]);
+            assert!(beat.live);
+            assert_eq!(beat.expired, vec!["a".to_string()]);
+            // The beat returned after a's transaction committed.
             assert_eq!(seen.as_deref(), Some("by a"));
         }
     }

@@ -259,15 +259,16 @@ impl PgStore {
         self.run_and_commit(f)
     }
 
-    /// A write transaction without the store's write lock ([`crate::store::Store::write_rows`]).
-    pub fn write_rows<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, E> {
+    /// Runs `f`, which sends a single statement, outside any transaction (it commits on its
+    /// own) and without the store's write lock ([`crate::store::Store::beat`]).
+    pub fn single<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.reconnect_if_closed()?;
-        self.client_wait(|c| async move { c.batch_execute("BEGIN").await })
-            .inspect_err(|_| self.rollback())?;
-        self.run_and_commit(f)
+        let tx = PgTx {
+            store: self,
+            alerts: Cell::new(0),
+            mode: Mode::Write,
+        };
+        f(&tx)
     }
 
     /// Runs `f` in the transaction just begun, then commits it (or rolls it back on an error).

@@ -6,8 +6,27 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::PgTx;
+use super::convert::at;
+use crate::model::Time;
 use crate::store::Result;
 use crate::store::nodes::*;
+
+/// A node's heartbeat ([`NodeOps::node_beat`]). One statement: its updates see one snapshot,
+/// so this node's row is left out of the expiry (it has just been brought up to date by the
+/// beat, as if done first).
+pub(super) const SQL_BEAT: &str = "WITH beat AS (\
+        UPDATE nodes SET heartbeat_at = now() \
+        WHERE name = $1 AND epoch = $2 AND state = 'live' RETURNING 1\
+    ), expired AS (\
+        UPDATE nodes SET state = 'dead' WHERE state = 'live' AND name <> $1 \
+        AND heartbeat_at < now() - make_interval(secs => $3) RETURNING name\
+    ) SELECT EXISTS (SELECT 1 FROM beat), ARRAY(SELECT name FROM expired), \
+    EXISTS (SELECT 1 FROM runs r WHERE r.state = 'running' AND r.owner LIKE 'node:%' \
+        AND NOT EXISTS (SELECT 1 FROM nodes n \
+            WHERE n.state = 'live' AND r.owner = 'node:' || n.name)), \
+    EXISTS (SELECT 1 FROM alerts WHERE status = 'pending' AND next_attempt_at <= $4 \
+        AND (lease_until IS NULL OR lease_until <= $4)) \
+    OR EXISTS (SELECT 1 FROM throttles WHERE window_end <= $4)";
 
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -96,6 +115,19 @@ impl NodeOps for PgTx<'_> {
             &[&seconds(timeout)],
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn node_beat(&self, node: &NodeId, timeout: Duration, now: Time) -> Result<Beat> {
+        let row = self.query_one(
+            SQL_BEAT,
+            &[&node.name, &node.epoch, &seconds(timeout), &at(now)],
+        )?;
+        Ok(Beat {
+            live: row.try_get(0)?,
+            expired: row.try_get(1)?,
+            orphans: row.try_get(2)?,
+            alerts_due: row.try_get(3)?,
+        })
     }
 
     fn leave_node(&self, node: &NodeId) -> Result<()> {

@@ -949,6 +949,7 @@ mod tests {
     fn literal(ty: &Type) -> &'static str {
         match *ty {
             Type::INT4 | Type::INT8 => "'10'",
+            Type::FLOAT8 => "'30'",
             Type::TIMESTAMPTZ => "'2026-11-21T12:00:00Z'",
             Type::TEXT_ARRAY => "'{queued,running}'",
             Type::TEXT => "'j3'",
@@ -988,7 +989,8 @@ mod tests {
              ANALYZE runs; ANALYZE attempts; ANALYZE run_deps;",
         ))
         .unwrap();
-        for (i, sql) in HOT_SQL.iter().enumerate() {
+        let beat = [super::super::nodes::SQL_BEAT];
+        for (i, sql) in HOT_SQL.iter().chain(&beat).enumerate() {
             let params = wait(client.prepare(sql)).unwrap().params().to_vec();
             for (mode, args) in [
                 (

@@ -8,6 +8,8 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Result, SqliteTx, time};
 use crate::datadir::DAEMON_LEASE;
+use crate::model::Time;
+use crate::store::alerts::AlertOps;
 use crate::store::nodes::*;
 
 /// Now, in milliseconds, by SQLite's clock.
@@ -108,6 +110,27 @@ impl NodeOps for SqliteTx<'_> {
             ))?
             .execute(params![node.name, node.epoch])?;
         Ok(())
+    }
+
+    fn node_beat(&self, node: &NodeId, timeout: Duration, now: Time) -> Result<Beat> {
+        let live = self.node_heartbeat(node)?;
+        let expired = self.expire_nodes(timeout)?;
+        let orphans = self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM runs r WHERE r.state = 'running' \
+                 AND r.owner LIKE 'node:%' AND NOT EXISTS (SELECT 1 FROM nodes n \
+                 WHERE n.state = 'live' AND r.owner = 'node:' || n.name))",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let alerts_due = self.next_alert_due()?.is_some_and(|t| t <= now)
+            || self.next_window_end()?.is_some_and(|t| t <= now);
+        Ok(Beat {
+            live,
+            expired,
+            orphans,
+            alerts_due,
+        })
     }
 
     fn nodes(&self) -> Result<Vec<NodeRow>> {
