@@ -24,7 +24,9 @@ mod steps;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
@@ -89,7 +91,21 @@ pub struct PgTx<'s> {
     /// Pending alerts inserted so far.
     alerts: Cell<u32>,
     mode: Mode,
+    /// Writes sent whose replies have not been read yet ([`PgTx::execute_later`]).
+    later: RefCell<Vec<Later<'s>>>,
+    /// The first of them that failed.
+    failed: RefCell<Option<tokio_postgres::Error>>,
+    /// Whether writes may be sent for later: in a write transaction (whose `COMMIT` waits for
+    /// their replies), not in a statement that commits on its own.
+    defer: bool,
 }
+
+/// A statement sent, its reply still to come.
+type Later<'s> =
+    Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 's>>;
+
+/// A parameter that a statement sent for later owns.
+pub(super) type Owned = Box<dyn ToSql + Sync>;
 
 /// What kind of transaction a [`PgTx`] is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,7 +117,18 @@ enum Mode {
     Read,
 }
 
-impl PgTx<'_> {
+impl<'s> PgTx<'s> {
+    fn new(store: &'s PgStore, mode: Mode) -> Self {
+        PgTx {
+            store,
+            alerts: Cell::new(0),
+            mode,
+            later: RefCell::new(Vec::new()),
+            failed: RefCell::new(None),
+            defer: mode == Mode::Write,
+        }
+    }
+
     /// A read-only transaction (a look or a read): it may not lock rows either.
     fn read_only(&self) -> bool {
         self.mode != Mode::Write
@@ -256,39 +283,37 @@ impl PgStore {
             begun.and(locked)
         })
         .inspect_err(|_| self.rollback())?;
-        self.run_and_commit(f)
+        self.run_and_commit(|tx| f(tx))
     }
 
     /// Runs `f`, which sends a single statement, outside any transaction (it commits on its
     /// own) and without the store's write lock ([`crate::store::Store::beat`]).
     pub fn single<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.reconnect_if_closed()?;
-        let tx = PgTx {
-            store: self,
-            alerts: Cell::new(0),
-            mode: Mode::Write,
-        };
+        let mut tx = PgTx::new(self, Mode::Write);
+        tx.defer = false;
         f(&tx)
     }
 
     /// Runs `f` in the transaction just begun, then commits it (or rolls it back on an error).
     fn run_and_commit<T, E: From<StoreError>>(
         &mut self,
-        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+        f: impl FnOnce(&PgTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let tx = PgTx {
-            store: self,
-            alerts: Cell::new(0),
-            mode: Mode::Write,
-        };
-        let out = match f(&tx) {
+        let tx = PgTx::new(self, Mode::Write);
+        // The replies of writes sent for later are read before `COMMIT` (which, in a transaction
+        // one of them aborted, would roll back without an error). Statements still on their way
+        // are dropped before `ROLLBACK`, so the connection is not left waiting for them to be read.
+        let out = f(&tx).and_then(|out| tx.settle().map(|()| out).map_err(E::from));
+        let alerts = tx.alerts.get();
+        drop(tx);
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
                 self.rollback();
                 return Err(e);
             }
         };
-        let alerts = tx.alerts.get();
         self.client_wait(|c| async move { c.batch_execute("COMMIT").await })
             .inspect_err(|_| self.rollback())?;
         self.alerts_written = alerts;
@@ -306,12 +331,9 @@ impl PgStore {
             c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
         })?;
-        let tx = PgTx {
-            store: self,
-            alerts: Cell::new(0),
-            mode: Mode::Look,
-        };
+        let tx = PgTx::new(self, Mode::Look);
         let looked = f(&tx);
+        drop(tx);
         self.rollback();
         match looked {
             Err(StoreError::WriteInLook) => self.write(f),
@@ -329,12 +351,9 @@ impl PgStore {
             c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
         })?;
-        let tx = PgTx {
-            store: self,
-            alerts: Cell::new(0),
-            mode: Mode::Read,
-        };
+        let tx = PgTx::new(self, Mode::Read);
         let out = f(&tx);
+        drop(tx);
         self.rollback();
         out
     }
@@ -441,28 +460,91 @@ impl PgStore {
             return Ok(s.clone());
         }
         let prepared = self.client_wait(|c| async move { c.prepare(sql).await })?;
+        self.remember(sql, &prepared);
+        Ok(prepared)
+    }
+
+    fn remember(&self, sql: &str, statement: &Statement) {
         self.statements
             .borrow_mut()
-            .insert(sql.to_owned(), prepared.clone());
-        Ok(prepared)
+            .insert(sql.to_owned(), statement.clone());
     }
 }
 
-impl PgTx<'_> {
+impl<'s> PgTx<'s> {
     /// `sql` prepared on this connection, once. In a look, a statement that may write is
     /// refused before it runs.
     fn statement(&self, sql: &str) -> Result<Statement> {
         if self.mode == Mode::Look && !reads_only(sql) {
             return Err(StoreError::WriteInLook);
         }
-        self.store.prepared(sql)
+        if let Some(s) = self.store.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.wait_for(self.store.client.prepare(sql))?;
+        self.store.remember(sql, &prepared);
+        Ok(prepared)
+    }
+
+    /// Waits for `reply` (a statement's), reading meanwhile the replies of the writes sent for
+    /// later: the connection answers in order, and does not read on past a reply nobody takes.
+    /// If the statement failed because one of those failed first (aborting the transaction),
+    /// that first failure is the error returned.
+    fn wait_for<T>(
+        &self,
+        reply: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        if self.later.borrow().is_empty() {
+            return Ok(wait(reply)?);
+        }
+        let mut reply = std::pin::pin!(reply);
+        let out = wait(std::future::poll_fn(|cx| {
+            self.drive(cx);
+            reply.as_mut().poll(cx)
+        }));
+        out.or_else(|e| {
+            self.settle()?;
+            Err(e.into())
+        })
+    }
+
+    /// Reads the replies of the writes sent for later that have come.
+    fn drive(&self, cx: &mut Context<'_>) {
+        self.later
+            .borrow_mut()
+            .retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Pending => true,
+                Poll::Ready(r) => {
+                    if let Err(e) = r {
+                        self.failed.borrow_mut().get_or_insert(e);
+                    }
+                    false
+                }
+            });
+    }
+
+    /// Waits for every reply of the writes sent for later; the first of them that failed.
+    fn settle(&self) -> Result<()> {
+        if !self.later.borrow().is_empty() {
+            wait(std::future::poll_fn(|cx| {
+                self.drive(cx);
+                if self.later.borrow().is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }));
+        }
+        match self.failed.borrow_mut().take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// The rows of `sql` with `params` (`$1`, `$2`…).
     pub(super) fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let stmt = self.statement(sql)?;
-        self.store
-            .client_wait(|c| async move { c.query(&stmt, params).await })
+        self.wait_for(self.store.client.query(&stmt, params))
     }
 
     /// The one row of `sql`, if there is one (more is an error).
@@ -472,22 +554,42 @@ impl PgTx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
         let stmt = self.statement(sql)?;
-        self.store
-            .client_wait(|c| async move { c.query_opt(&stmt, params).await })
+        self.wait_for(self.store.client.query_opt(&stmt, params))
     }
 
     /// The one row of `sql` (none, or more, is an error).
     pub(super) fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
         let stmt = self.statement(sql)?;
-        self.store
-            .client_wait(|c| async move { c.query_one(&stmt, params).await })
+        self.wait_for(self.store.client.query_one(&stmt, params))
     }
 
     /// Runs `sql`; returns how many rows it changed.
     pub(super) fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let stmt = self.statement(sql)?;
-        self.store
-            .client_wait(|c| async move { c.execute(&stmt, params).await })
+        self.wait_for(self.store.client.execute(&stmt, params))
+    }
+
+    /// Sends a write whose reply nothing needs at once, and goes on without waiting for it (a
+    /// round trip saved): the reply is read while a later statement's is waited for, and at
+    /// the latest before `COMMIT`, where a failure fails the transaction as it would have
+    /// failed here. Statements after it see what it wrote (one connection runs them in
+    /// order). Outside a write transaction it runs at once.
+    pub(super) fn execute_later(&self, sql: &str, params: Vec<Owned>) -> Result<()> {
+        let stmt = self.statement(sql)?;
+        let client: &'s Client = &self.store.client;
+        let mut reply: Later<'s> = Box::pin(async move { client.execute_raw(&stmt, params).await });
+        if !self.defer {
+            return self.wait_for(reply).map(drop);
+        }
+        // The first poll encodes the statement and hands it to the connection, behind the
+        // statements sent before it.
+        match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map(drop).map_err(Into::into),
+            Poll::Pending => {
+                self.later.borrow_mut().push(reply);
+                Ok(())
+            }
+        }
     }
 
     /// Counts a pending alert written in this transaction.
@@ -516,6 +618,94 @@ mod tests {
             unreachable!("a PostgreSQL test store")
         };
         Some((t, url, dir))
+    }
+
+    impl PgStore {
+        /// A write transaction without the store's lock, on the PostgreSQL transaction itself.
+        fn write_raw<T>(&mut self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+            self.client_wait(|c| async move { c.batch_execute("BEGIN").await })?;
+            self.run_and_commit(f)
+        }
+    }
+
+    fn text(s: &str) -> Owned {
+        Box::new(s.to_owned())
+    }
+
+    /// Writes sent for later run in order before what follows them; hundreds of them in one
+    /// transaction neither stall the connection nor get lost; and a failure among them fails the
+    /// transaction as it would have failed at once, whether a later statement or the commit is
+    /// what finds it.
+    #[test]
+    fn writes_sent_for_later_are_ordered_and_their_failure_fails_the_transaction() {
+        let Some((_t, url, _dir)) = test_store() else {
+            return;
+        };
+        let mut store = PgStore::connect(&url).unwrap();
+        const INSERT: &str = "INSERT INTO meta (key, value) VALUES ($1, $2)";
+        let seen = store
+            .write_raw(|tx| {
+                for i in 0..500 {
+                    tx.execute_later(INSERT, vec![text(&format!("k{i}")), text("v")])?;
+                }
+                tx.execute_later(
+                    "UPDATE meta SET value = $1 WHERE key = 'k499'",
+                    vec![text("last")],
+                )?;
+                let n: i64 = tx
+                    .query_one("SELECT count(*) FROM meta WHERE key LIKE 'k%'", &[])?
+                    .get(0);
+                let last: String = tx
+                    .query_one("SELECT value FROM meta WHERE key = 'k499'", &[])?
+                    .get(0);
+                Ok((n, last))
+            })
+            .unwrap();
+        assert_eq!(seen, (500, "last".to_string()));
+        let value = |store: &mut PgStore| -> String {
+            store
+                .write_raw(|tx| {
+                    Ok(tx
+                        .query_one("SELECT value FROM meta WHERE key = 'k1'", &[])?
+                        .get(0))
+                })
+                .unwrap()
+        };
+        // Found by the statement after it.
+        let err = store
+            .write_raw(|tx| {
+                tx.execute_later(
+                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
+                    vec![text("changed")],
+                )?;
+                tx.execute_later(INSERT, vec![text("k2"), text("twice")])?;
+                tx.query("SELECT 1", &[])
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+        assert_eq!(value(&mut store), "v");
+        // Found before the commit.
+        let err = store
+            .write_raw(|tx| {
+                tx.execute_later(
+                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
+                    vec![text("changed")],
+                )?;
+                tx.execute_later(INSERT, vec![text("k3"), text("twice")])
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+        assert_eq!(value(&mut store), "v");
+        // And the connection goes on.
+        store
+            .write_raw(|tx| {
+                tx.execute_later(
+                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
+                    vec![text("changed")],
+                )
+            })
+            .unwrap();
+        assert_eq!(value(&mut store), "changed");
     }
 
     fn notify(client: &Client) {

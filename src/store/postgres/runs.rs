@@ -417,19 +417,18 @@ impl RunOps for PgTx<'_> {
         signal: Option<i32>,
     ) -> Result<()> {
         debug_assert!(state.is_final());
-        self.execute(
+        self.execute_later(
             "UPDATE runs SET state = $2, finished_at = $3, error = $4, exit_code = $5, signal = $6, \
              owner = NULL WHERE id = $1",
-            &[
-                &id,
-                &state.as_str(),
-                &at(now),
-                &error,
-                &exit_code,
-                &signal,
+            vec![
+                Box::new(id),
+                Box::new(state.as_str()),
+                Box::new(at(now)),
+                Box::new(error.map(str::to_owned)),
+                Box::new(exit_code),
+                Box::new(signal),
             ],
-        )?;
-        Ok(())
+        )
     }
 
     fn set_retrying(
@@ -562,30 +561,32 @@ impl RunOps for PgTx<'_> {
         error: Option<&str>,
         output_bytes: Option<u64>,
     ) -> Result<()> {
-        self.execute(
+        self.execute_later(
             "UPDATE attempts SET finished_at = $3, outcome = $4, exit_code = $5, signal = $6, error = $7, \
              output_bytes = $8 WHERE run_id = $1 AND seq = $2",
-            &[
-                &run,
-                &int(seq)?,
-                &at(now),
-                &outcome,
-                &exit_code,
-                &signal,
-                &error,
+            vec![
+                Box::new(run),
+                Box::new(int(seq)?),
+                Box::new(at(now)),
+                Box::new(outcome.to_owned()),
+                Box::new(exit_code),
+                Box::new(signal),
+                Box::new(error.map(str::to_owned)),
                 // As SQLite stores it (a u64 beyond i64::MAX is not a byte count anyone wrote).
-                &output_bytes.map(|b| b as i64),
+                Box::new(output_bytes.map(|b| b as i64)),
             ],
-        )?;
-        Ok(())
+        )
     }
 
     fn set_attempt_output(&self, run: RunId, seq: u32, output: &[u8]) -> Result<()> {
-        self.execute(
+        self.execute_later(
             "UPDATE attempts SET output = $3 WHERE run_id = $1 AND seq = $2",
-            &[&run, &(seq as i32), &output],
-        )?;
-        Ok(())
+            vec![
+                Box::new(run),
+                Box::new(seq as i32),
+                Box::new(output.to_vec()),
+            ],
+        )
     }
 
     fn attempt_output(&self, run: RunId, seq: u32) -> Result<Option<Vec<u8>>> {

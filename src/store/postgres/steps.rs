@@ -131,11 +131,16 @@ impl StepOps for PgTx<'_> {
         const SQL: &str = "UPDATE steps SET state = 'suspended', attempts = attempts + 1, tries = tries + 1, \
                            started_at = $5, finished_at = NULL, wake_at = $3, waiting_for = $4, error = NULL \
                            WHERE run_id = $1 AND name = $2";
-        self.execute(
+        self.execute_later(
             SQL,
-            &[&run, &name, &wake_at.map(at), &waiting_for, &at(now)],
-        )?;
-        Ok(())
+            vec![
+                Box::new(run),
+                Box::new(name.to_owned()),
+                Box::new(wake_at.map(at)),
+                Box::new(waiting_for.map(str::to_owned)),
+                Box::new(at(now)),
+            ],
+        )
     }
 
     fn end_step(
@@ -149,27 +154,33 @@ impl StepOps for PgTx<'_> {
         debug_assert!(state.is_final());
         const SQL: &str = "UPDATE steps SET state = $3, finished_at = $4, wake_at = NULL, exit_code = $5, \
                            signal = $6, error = $7, outputs = $8 WHERE run_id = $1 AND name = $2";
-        self.execute(
+        self.execute_later(
             SQL,
-            &[
-                &run,
-                &name,
-                &state.as_str(),
-                &at(now),
-                &end.exit_code,
-                &end.signal,
-                &end.error,
-                &end.outputs,
+            vec![
+                Box::new(run),
+                Box::new(name.to_owned()),
+                Box::new(state.as_str()),
+                Box::new(at(now)),
+                Box::new(end.exit_code),
+                Box::new(end.signal),
+                Box::new(end.error.map(str::to_owned)),
+                Box::new(end.outputs.cloned()),
             ],
-        )?;
-        Ok(())
+        )
     }
 
     fn retry_step(&self, run: RunId, name: &str, wake_at: Option<Time>, error: &str) -> Result<()> {
         const SQL: &str = "UPDATE steps SET state = 'pending', wake_at = $3, error = $4 \
                            WHERE run_id = $1 AND name = $2";
-        self.execute(SQL, &[&run, &name, &wake_at.map(at), &error])?;
-        Ok(())
+        self.execute_later(
+            SQL,
+            vec![
+                Box::new(run),
+                Box::new(name.to_owned()),
+                Box::new(wake_at.map(at)),
+                Box::new(error.to_owned()),
+            ],
+        )
     }
 
     fn reset_steps(&self, run: RunId) -> Result<()> {
