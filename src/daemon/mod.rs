@@ -771,10 +771,8 @@ impl Engine {
             return Ok(self.next_wake(self.next_due_runs, accept));
         }
         let body = |tx: &crate::store::Tx<'_>| {
-            if let Some(me) = &fence
-                && !tx.node_live(me)?
-            {
-                return Err(StoreError::Fenced);
+            if let Some(me) = &fence {
+                tx.require_live(me)?;
             }
             let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());

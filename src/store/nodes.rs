@@ -92,6 +92,12 @@ pub trait NodeOps {
     /// Whether the node is live in this epoch (checked first in every write of a node's engine).
     fn node_live(&self, node: &NodeId) -> Result<bool>;
 
+    /// Fails the transaction with [`super::StoreError::Fenced`] unless the node is live in this
+    /// epoch, as [`NodeOps::node_live`] (in a write transaction, the row stays locked until it
+    /// ends). On PostgreSQL, in a write transaction, the lock is taken at once but the answer
+    /// is read later: at the latest before `COMMIT`, which it then prevents.
+    fn require_live(&self, node: &NodeId) -> Result<()>;
+
     /// Declares dead every live node silent for `timeout`; returns their names.
     fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>>;
 
@@ -162,6 +168,44 @@ mod tests {
             let rows = store.read(|tx| tx.nodes()).unwrap();
             assert_eq!((rows[0].state.as_str(), rows[0].pid), ("left", 12));
             assert!(matches!(join(store, 13), Join::Joined { .. }));
+        }
+    }
+
+    conformance! {
+        /// A write transaction of a node declared dead commits nothing, however late the
+        /// answer of its fencing check is read.
+        fn a_fenced_node_commits_nothing(engine) {
+            let mut fresh = Fresh::new(engine);
+            let store = &mut fresh.store;
+            let Join::Joined { epoch } = store
+                .write(|tx| tx.join_node("a", "host-1", 10, "1.0", LONG))
+                .unwrap()
+            else {
+                panic!("a new name joins")
+            };
+            let me = NodeId { name: "a".into(), epoch };
+            store
+                .write(|tx| {
+                    tx.require_live(&me)?;
+                    tx.set_meta("k", "live")
+                })
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(
+                store.write(|tx| tx.expire_nodes(Duration::from_millis(1))).unwrap(),
+                vec!["a".to_string()]
+            );
+            let fenced = store.write(|tx| {
+                tx.require_live(&me)?;
+                tx.set_meta("k", "fenced")?;
+                tx.meta("k")
+            });
+            assert!(matches!(fenced, Err(crate::store::StoreError::Fenced)), "{fenced:?}");
+            assert_eq!(store.read(|tx| tx.meta("k")).unwrap().as_deref(), Some("live"));
+            assert!(matches!(
+                store.read(|tx| tx.require_live(&me)),
+                Err(crate::store::StoreError::Fenced)
+            ));
         }
     }
 
@@ -265,7 +309,9 @@ mod tests {
             let (checked_tx, checked) = std::sync::mpsc::channel();
             let engine_turn = std::thread::spawn(move || {
                 a.write(|tx| {
-                    assert!(tx.node_live(&me)?);
+                    tx.require_live(&me)?;
+                    // A statement after it has been answered: the check has run on the server.
+                    tx.meta("written")?;
                     checked_tx.send(()).unwrap();
                     // Long enough that an expiry that did not wait would run meanwhile.
                     std::thread::sleep(Duration::from_millis(300));

@@ -93,16 +93,15 @@ pub struct PgTx<'s> {
     mode: Mode,
     /// Writes sent whose replies have not been read yet ([`PgTx::execute_later`]).
     later: RefCell<Vec<Later<'s>>>,
-    /// The first of them that failed.
-    failed: RefCell<Option<tokio_postgres::Error>>,
+    /// The first of them that failed (or whose check did).
+    failed: RefCell<Option<StoreError>>,
     /// Whether writes may be sent for later: in a write transaction (whose `COMMIT` waits for
     /// their replies), not in a statement that commits on its own.
     defer: bool,
 }
 
 /// A statement sent, its reply still to come.
-type Later<'s> =
-    Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 's>>;
+type Later<'s> = Pin<Box<dyn Future<Output = Result<()>> + 's>>;
 
 /// A parameter that a statement sent for later owns.
 pub(super) type Owned = Box<dyn ToSql + Sync>;
@@ -536,7 +535,7 @@ impl<'s> PgTx<'s> {
             }));
         }
         match self.failed.borrow_mut().take() {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -577,14 +576,36 @@ impl<'s> PgTx<'s> {
     pub(super) fn execute_later(&self, sql: &str, params: Vec<Owned>) -> Result<()> {
         let stmt = self.statement(sql)?;
         let client: &'s Client = &self.store.client;
-        let mut reply: Later<'s> = Box::pin(async move { client.execute_raw(&stmt, params).await });
+        self.send_later(Box::pin(async move {
+            client.execute_raw(&stmt, params).await?;
+            Ok(())
+        }))
+    }
+
+    /// Sends a query whose rows only decide whether the transaction may commit, as
+    /// [`PgTx::execute_later`]: `check` turns them into the transaction's fate.
+    pub(super) fn query_later(
+        &self,
+        sql: &str,
+        params: Vec<Owned>,
+        check: impl FnOnce(Vec<Row>) -> Result<()> + 's,
+    ) -> Result<()> {
+        let stmt = self.statement(sql)?;
+        let client: &'s Client = &self.store.client;
+        self.send_later(Box::pin(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+            check(client.query(&stmt, &refs).await?)
+        }))
+    }
+
+    fn send_later(&self, mut reply: Later<'s>) -> Result<()> {
         if !self.defer {
-            return self.wait_for(reply).map(drop);
+            return wait(reply);
         }
         // The first poll encodes the statement and hands it to the connection, behind the
         // statements sent before it.
         match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(r) => r.map(drop).map_err(Into::into),
+            Poll::Ready(r) => r,
             Poll::Pending => {
                 self.later.borrow_mut().push(reply);
                 Ok(())

@@ -8,8 +8,8 @@ use tokio_postgres::Row;
 use super::PgTx;
 use super::convert::at;
 use crate::model::Time;
-use crate::store::Result;
 use crate::store::nodes::*;
+use crate::store::{Result, StoreError};
 
 /// A node's heartbeat ([`NodeOps::node_beat`]). One statement: its updates see one snapshot,
 /// so this node's row is left out of the expiry (it has just been brought up to date by the
@@ -27,6 +27,10 @@ pub(super) const SQL_BEAT: &str = "WITH beat AS (\
     EXISTS (SELECT 1 FROM alerts WHERE status = 'pending' AND next_attempt_at <= $4 \
         AND (lease_until IS NULL OR lease_until <= $4)) \
     OR EXISTS (SELECT 1 FROM throttles WHERE window_end <= $4)";
+
+/// Whether a node is live, its row locked until the transaction ends (see `node_live`).
+const SQL_LIVE_LOCKED: &str =
+    "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live' FOR SHARE";
 
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -103,9 +107,28 @@ impl NodeOps for PgTx<'_> {
         let sql = if self.read_only() {
             "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live'"
         } else {
-            "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND state = 'live' FOR SHARE"
+            SQL_LIVE_LOCKED
         };
         Ok(self.query_opt(sql, &[&node.name, &node.epoch])?.is_some())
+    }
+
+    fn require_live(&self, node: &NodeId) -> Result<()> {
+        if self.read_only() {
+            return match self.node_live(node)? {
+                true => Ok(()),
+                false => Err(StoreError::Fenced),
+            };
+        }
+        // The row lock is taken when the server runs the statement, before what follows it in
+        // the transaction; only the reading of the answer waits.
+        self.query_later(
+            SQL_LIVE_LOCKED,
+            vec![Box::new(node.name.clone()), Box::new(node.epoch)],
+            |rows| match rows.is_empty() {
+                false => Ok(()),
+                true => Err(StoreError::Fenced),
+            },
+        )
     }
 
     fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {

@@ -91,6 +91,14 @@ impl NodeOps for SqliteTx<'_> {
             .is_some())
     }
 
+    fn require_live(&self, node: &NodeId) -> Result<()> {
+        if self.node_live(node)? {
+            Ok(())
+        } else {
+            Err(crate::store::StoreError::Fenced)
+        }
+    }
+
     fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND heartbeat_at < {NOW_MS} - ?1 \
