@@ -681,14 +681,6 @@ impl Engine {
     fn turn(&mut self) -> Result<Option<Time>, StoreError> {
         let now = self.clock.now();
         self.watch_clock(now);
-        let ended = std::mem::take(&mut self.pending);
-        let (mut dones, mut step_dones) = (Vec::new(), Vec::new());
-        for e in ended {
-            match e {
-                Ended::Attempt(d) => dones.push(d),
-                Ended::Step(d) => step_dones.push(d),
-            }
-        }
         let config = self.config.clone();
         let accept = !self.stopping;
         // Another process wrote to the store (a wake-up), or we have not looked for a while:
@@ -709,6 +701,15 @@ impl Engine {
             if let Err(e) = synced {
                 self.external = true;
                 return Err(e);
+            }
+        }
+        // Taken only now: every error from here on puts them back (`pending`) for the next turn.
+        let ended = std::mem::take(&mut self.pending);
+        let (mut dones, mut step_dones) = (Vec::new(), Vec::new());
+        for e in ended {
+            match e {
+                Ended::Attempt(d) => dones.push(d),
+                Ended::Step(d) => step_dones.push(d),
             }
         }
         let enqueued = std::mem::take(&mut self.enqueued);

@@ -122,7 +122,15 @@ impl NodeOps for SqliteTx<'_> {
 
     fn node_beat(&self, node: &NodeId, timeout: Duration, now: Time) -> Result<Beat> {
         let live = self.node_heartbeat(node)?;
-        let expired = self.expire_nodes(timeout)?;
+        // Not this node: its beat above may already be older than `timeout` by now.
+        let expired = self
+            .tx
+            .prepare_cached(&format!(
+                "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND name <> ?2 \
+                 AND heartbeat_at < {NOW_MS} - ?1 RETURNING name"
+            ))?
+            .query_map(params![timeout.as_millis() as i64, node.name], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         let orphans = self
             .tx
             .prepare_cached(
