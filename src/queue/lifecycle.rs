@@ -95,7 +95,7 @@ pub fn claim(
     now: Time,
     global_limit: usize,
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
-    let counts = tx.running_counts()?;
+    let (counts, queued) = tx.claim_outlook()?;
     let total: usize = counts.values().map(|&n| n as usize).sum();
     claim_free(
         tx,
@@ -103,7 +103,7 @@ pub fn claim(
         owner,
         now,
         global_limit.saturating_sub(total),
-        counts,
+        (counts, queued),
     )
 }
 
@@ -116,24 +116,28 @@ pub fn claim_up_to(
     now: Time,
     free: usize,
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
-    let counts = tx.running_counts()?;
-    claim_free(tx, config, owner, now, free, counts)
+    if free == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let outlook = tx.claim_outlook()?;
+    claim_free(tx, config, owner, now, free, outlook)
 }
 
+/// Claims up to `free` runs, given the running counts per job and the jobs with queued runs.
 fn claim_free(
     tx: &Tx<'_>,
     config: &Config,
     owner: &str,
     now: Time,
     free: usize,
-    counts: std::collections::HashMap<String, u32>,
+    (counts, queued): (std::collections::HashMap<String, u32>, Vec<String>),
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
     let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
     if free == 0 {
         return Ok((claimed, unknown));
     }
     let mut candidates: Vec<QueuedCandidate> = Vec::new();
-    for name in tx.queued_jobs()? {
+    for name in queued {
         let Some(job) = config.job(&name) else {
             unknown.push(name);
             continue;
@@ -262,7 +266,9 @@ pub fn finish(
                 report.output_bytes,
             )?;
             tx.finish_run(id, RunState::Succeeded, now, None, Some(0), None)?;
-            release_dependents(tx, config, id, now)?;
+            if run.has_dependents {
+                release_dependents(tx, config, id, now)?;
+            }
             let wants_recovered = config
                 .alerts
                 .rules

@@ -511,6 +511,9 @@ conformance! {
         assert_eq!(read(&mut db, |tx| tx.latest_active("zzz").unwrap()), None);
         assert_eq!(read(&mut db, |tx| tx.dep_states(id).unwrap()), vec![(dep, "d".to_string(), RunState::Queued)]);
         assert_eq!(read(&mut db, |tx| tx.dependents(dep).unwrap()), vec![(id, RunState::Waiting)]);
+        // The brief says whether anything waits on a run (so that its end looks only then).
+        assert!(read(&mut db, |tx| tx.brief(dep).unwrap().unwrap()).has_dependents);
+        assert!(!brief.has_dependents);
     }
 
     /// Attempts, ownership, cancellation requests, retries and due times.

@@ -40,6 +40,8 @@ pub struct RunBrief {
     pub max_attempts: u32,
     pub owner: Option<String>,
     pub cancel_requested: bool,
+    /// Some run depends on this one (`after`): its end may release or fail them.
+    pub has_dependents: bool,
 }
 
 /// A queued run that could be claimed.
@@ -171,6 +173,12 @@ pub trait RunOps {
     /// The jobs that have queued runs, in name order: one index seek per job, however long the
     /// queue (so a backlog of a job that is at its limit costs a turn nothing).
     fn queued_jobs(&self) -> Result<Vec<String>>;
+
+    /// [`RunOps::running_counts`] and [`RunOps::queued_jobs`], what a claim starts from: on
+    /// PostgreSQL both sent at once, one round trip.
+    fn claim_outlook(&self) -> Result<(HashMap<String, u32>, Vec<String>)> {
+        Ok((self.running_counts()?, self.queued_jobs()?))
+    }
 
     /// Queued runs of `job` in start order (priority, then due time, then id), after the
     /// candidate `after` (keyset pagination), at most `limit`.

@@ -546,6 +546,17 @@ impl<'s> PgTx<'s> {
         self.wait_for(self.store.client.query(&stmt, params))
     }
 
+    /// The rows of two statements without parameters, both sent before either is waited for.
+    pub(super) fn query_pair(&self, a: &str, b: &str) -> Result<(Vec<Row>, Vec<Row>)> {
+        let (a, b) = (self.statement(a)?, self.statement(b)?);
+        let client = &self.store.client;
+        self.wait_for(async {
+            let (a, b) =
+                futures_util::future::join(client.query(&a, &[]), client.query(&b, &[])).await;
+            Ok((a?, b?))
+        })
+    }
+
     /// The one row of `sql`, if there is one (more is an error).
     pub(super) fn query_opt(
         &self,

@@ -41,7 +41,8 @@ macro_rules! run_columns {
 /// The columns [`brief_from_row`] reads, in its order.
 macro_rules! brief_columns {
     () => {
-        "id, job, state, attempt, max_attempts, owner, cancel_requested"
+        "id, job, state, attempt, max_attempts, owner, cancel_requested, \
+         EXISTS (SELECT 1 FROM run_deps d WHERE d.dep_id = runs.id)"
     };
 }
 
@@ -264,7 +265,29 @@ fn brief_from_row(row: &Row) -> Result<RunBrief> {
         max_attempts: count_of(row.try_get(4)?)?,
         owner: row.try_get(5)?,
         cancel_requested: row.try_get(6)?,
+        has_dependents: row.try_get(7)?,
     })
+}
+
+fn running_counts_from(rows: &[Row]) -> Result<HashMap<String, u32>> {
+    rows.iter()
+        .map(|r| {
+            let n: i64 = r.try_get(1)?;
+            Ok((
+                r.try_get(0)?,
+                u32::try_from(n).map_err(|_| corrupt(format!("{n} running runs")))?,
+            ))
+        })
+        .collect()
+}
+
+fn queued_jobs_from(rows: &[Row]) -> Result<Vec<String>> {
+    let mut jobs = rows
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect::<Result<Vec<String>>>()?;
+    jobs.sort_unstable();
+    Ok(jobs)
 }
 
 fn candidate_from_row(row: &Row) -> Result<QueuedCandidate> {
@@ -465,26 +488,16 @@ impl RunOps for PgTx<'_> {
     }
 
     fn running_counts(&self) -> Result<HashMap<String, u32>> {
-        self.query(SQL_RUNNING_COUNTS, &[])?
-            .iter()
-            .map(|r| {
-                let n: i64 = r.try_get(1)?;
-                Ok((
-                    r.try_get(0)?,
-                    u32::try_from(n).map_err(|_| corrupt(format!("{n} running runs")))?,
-                ))
-            })
-            .collect()
+        running_counts_from(&self.query(SQL_RUNNING_COUNTS, &[])?)
     }
 
     fn queued_jobs(&self) -> Result<Vec<String>> {
-        let mut jobs = self
-            .query(SQL_QUEUED_JOBS, &[])?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect::<Result<Vec<String>>>()?;
-        jobs.sort_unstable();
-        Ok(jobs)
+        queued_jobs_from(&self.query(SQL_QUEUED_JOBS, &[])?)
+    }
+
+    fn claim_outlook(&self) -> Result<(HashMap<String, u32>, Vec<String>)> {
+        let (counts, queued) = self.query_pair(SQL_RUNNING_COUNTS, SQL_QUEUED_JOBS)?;
+        Ok((running_counts_from(&counts)?, queued_jobs_from(&queued)?))
     }
 
     fn queued_of_job(

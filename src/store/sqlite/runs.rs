@@ -73,6 +73,7 @@ fn brief_from_row(row: &Row<'_>) -> Result<RunBrief> {
         max_attempts: row.get(4)?,
         owner: row.get(5)?,
         cancel_requested: row.get::<_, i64>(6)? != 0,
+        has_dependents: row.get::<_, i64>(7)? != 0,
     })
 }
 
@@ -147,7 +148,8 @@ pub(super) const HOT_SQL: &[&str] = &[
     ),
 ];
 
-const BRIEF_COLUMNS: &str = "id, job, state, attempt, max_attempts, owner, cancel_requested";
+const BRIEF_COLUMNS: &str = "id, job, state, attempt, max_attempts, owner, cancel_requested, \
+     EXISTS (SELECT 1 FROM run_deps d WHERE d.dep_id = runs.id)";
 
 impl RunOps for SqliteTx<'_> {
     fn insert_run(&self, r: &NewRun<'_>) -> Result<RunId> {
