@@ -213,8 +213,8 @@ mod tests {
         /// A beat also tells an idle node what it would otherwise poll for: runs still held by
         /// a node that is no longer live (until they are recovered), and alerts due.
         fn a_beat_tells_of_runs_left_by_dead_nodes_and_of_due_alerts(engine) {
-            use crate::model::{Priority, RunState, Trigger};
-            use crate::store::{NewAlert, NewRun, StoreError};
+            use crate::model::RunState;
+            use crate::store::{NewAlert, StoreError};
             let mut fresh = Fresh::new(engine);
             let store = &mut fresh.store;
             let join = |store: &mut crate::store::Store, name: &str| {
@@ -229,26 +229,12 @@ mod tests {
             let env = std::collections::BTreeMap::new();
             let (run, seq) = store
                 .write(|tx| {
-                    let id = tx.insert_run(&NewRun {
-                        job: "j",
-                        state: RunState::Queued,
-                        priority: Priority::Normal,
-                        trigger: Trigger::Queue,
-                        key: None,
-                        max_attempts: 1,
-                        created_at: now,
-                        due_at: now,
-                        env: &env,
-                        schedule: None,
-                        scheduled_at: None,
-                        owner: None,
-                        retry_of: None,
-                        error: None,
-                        finished_at: None,
-                        definition: None,
-                        input: None,
-                        origin: None,
-                    })?;
+                    let id = tx.insert_run(&crate::store::tests::new_run(
+                        "j",
+                        RunState::Queued,
+                        now,
+                        &env,
+                    ))?;
                     let (_, seq) = tx.start_attempt(id, &node_owner(&a.name), now, false)?;
                     Ok::<_, StoreError>((id, seq))
                 })

@@ -40,7 +40,7 @@ fn ms(n: i64) -> chrono::Duration {
     chrono::Duration::milliseconds(n)
 }
 
-fn new_run<'a>(
+pub(super) fn new_run<'a>(
     job: &'a str,
     state: RunState,
     due: Time,

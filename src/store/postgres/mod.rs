@@ -703,13 +703,16 @@ mod tests {
                 })
                 .unwrap()
         };
+        let change = |tx: &PgTx<'_>| {
+            tx.execute_later(
+                "UPDATE meta SET value = $1 WHERE key = 'k1'",
+                vec![text("changed")],
+            )
+        };
         // Found by the statement after it.
         let err = store
             .write_raw(|tx| {
-                tx.execute_later(
-                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
-                    vec![text("changed")],
-                )?;
+                change(tx)?;
                 tx.execute_later(INSERT, vec![text("k2"), text("twice")])?;
                 tx.query("SELECT 1", &[])
             })
@@ -719,24 +722,14 @@ mod tests {
         // Found before the commit.
         let err = store
             .write_raw(|tx| {
-                tx.execute_later(
-                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
-                    vec![text("changed")],
-                )?;
+                change(tx)?;
                 tx.execute_later(INSERT, vec![text("k3"), text("twice")])
             })
             .unwrap_err();
         assert!(err.to_string().contains("duplicate key"), "{err}");
         assert_eq!(value(&mut store), "v");
         // And the connection goes on.
-        store
-            .write_raw(|tx| {
-                tx.execute_later(
-                    "UPDATE meta SET value = $1 WHERE key = 'k1'",
-                    vec![text("changed")],
-                )
-            })
-            .unwrap();
+        store.write_raw(change).unwrap();
         assert_eq!(value(&mut store), "changed");
     }
 
