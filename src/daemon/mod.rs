@@ -463,6 +463,39 @@ impl Engine {
         Ok(())
     }
 
+    /// The store says this node holds runs; if the engine holds none (nothing running, nothing
+    /// ended waiting to be recorded), it lost track of them (an end that was never recorded):
+    /// they are recovered as after a crash. A run claimed or ended since the heartbeat looked is
+    /// not affected: the recovery re-reads, in its own transaction, what is still `running`.
+    fn recover_lost(&mut self) {
+        if !self.running.is_empty()
+            || !self.flows.is_empty()
+            || !self.pending.is_empty()
+            || self.stopping
+        {
+            return;
+        }
+        let (config, owner, now) = (
+            self.config.clone(),
+            self.node.owner.clone(),
+            self.clock.now(),
+        );
+        match self
+            .store
+            .write(|tx| lifecycle::recover(tx, &config, &owner, now, fastrand::f64()))
+        {
+            Ok(recovered) => {
+                for (run, state) in &recovered {
+                    warn!(run, state = %state, "recovered a run the store said this node held but this node had lost track of");
+                }
+                if !recovered.is_empty() {
+                    self.external = true;
+                }
+            }
+            Err(e) => error!(error = %e, "cannot recover the runs this node lost track of"),
+        }
+    }
+
     /// This node was declared dead by the others, and its runs recovered: it kills the process
     /// groups of what it ran, forgets their ends, and joins again in a new epoch.
     fn fenced(&mut self) {
@@ -618,6 +651,7 @@ impl Engine {
                 Some(event) = self.node_events.recv() => match event {
                     node::NodeEvent::Fenced => self.fenced(),
                     node::NodeEvent::AlertsDue => self.outbox_wake.notify_one(),
+                    node::NodeEvent::Holds => self.recover_lost(),
                     node::NodeEvent::Rescue => {
                         if let Err(e) = self.recover_all(false) {
                             error!(error = %e, "cannot recover the runs of dead nodes");

@@ -40,6 +40,8 @@ pub enum NodeEvent {
     /// An alert or a throttle window is due (written by a node that may be gone): the alert
     /// outbox should look.
     AlertsDue,
+    /// The store says this node holds runs (`running`, its owner).
+    Holds,
 }
 
 /// Why joining failed.
@@ -234,6 +236,8 @@ fn start_heartbeat(
                         }
                         if !beat.live {
                             tell.push(NodeEvent::Fenced);
+                        } else if beat.held > 0 {
+                            tell.push(NodeEvent::Holds);
                         }
                         if tell.into_iter().any(|e| events.send(e).is_err()) {
                             return;

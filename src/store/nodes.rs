@@ -71,6 +71,9 @@ pub struct Beat {
     /// An alert or a throttle window is due by the caller's `now` (the node that wrote it may
     /// have died before delivering it): the alert outbox should look.
     pub alerts_due: bool,
+    /// Runs the store says this node holds (`running`, its owner): an idle engine that holds
+    /// none has lost track of them, and recovers them.
+    pub held: u64,
 }
 
 pub trait NodeOps {
@@ -241,6 +244,7 @@ mod tests {
                 .unwrap();
             let quiet = Beat { live: true, ..Beat::default() };
             assert_eq!(store.beat(&b, LONG, now).unwrap(), quiet, "a is live: nothing to do");
+            assert_eq!(store.beat(&a, LONG, now).unwrap().held, 1, "a holds its run");
             std::thread::sleep(Duration::from_millis(20));
             let beat = store.beat(&b, Duration::from_millis(1), now).unwrap();
             assert_eq!(beat.expired, vec!["a".to_string()], "b, beating, is not silent");

@@ -312,6 +312,40 @@ fn a_killed_node_s_runs_are_recovered_by_another_node_as_attempt_2() {
     assert_eq!(n1["state"], "dead", "{nodes}");
 }
 
+/// A run the store says a live node holds, but which that node does not know of (an end it
+/// never recorded), is recovered by that node once it is idle, within a few heartbeats.
+#[test]
+fn an_idle_node_recovers_a_run_it_lost_track_of() {
+    let Some(pg) = PgSchema::new() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let marks = scratch.path().join("marks");
+    let job = marking_job(
+        &marks,
+        "true",
+        "retry: { attempts: 2, backoff: fixed, initial: 1s, jitter: false }\n",
+    );
+    let envs = nodes(&pg, 1, "", &[("lost", &job)]);
+    let _a = envs[0].daemon();
+    let id = envs[0].add(&["lost", "--in", "1h"]);
+    // As if n1 had started it and forgotten it: running, its owner, an attempt open.
+    let changed = pg.scalar(&format!(
+        "WITH r AS (UPDATE runs SET state = 'running', owner = 'node:n1', attempt = 1, \
+         started_at = now() WHERE id = {id} RETURNING id), \
+         a AS (INSERT INTO attempts (run_id, seq, number, started_at) SELECT id, 1, 1, now() FROM r \
+         RETURNING 1) SELECT count(*) FROM a"
+    ));
+    assert_eq!(changed, 1);
+    let run = wait_for_long("the lost run to be recovered and succeed", 60, || {
+        let r = envs[0].run_obj(id);
+        (r["state"] == "succeeded").then_some(r)
+    });
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    assert_eq!(attempts[0]["outcome"], "interrupted", "{run}");
+    assert_eq!(attempts[1]["outcome"], "succeeded", "{run}");
+    assert_eq!(markers(&marks).iter().filter(|m| m.2 == "start").count(), 1);
+}
+
 #[test]
 fn a_paused_node_is_fenced_it_records_nothing_for_runs_taken_from_it() {
     let Some(pg) = PgSchema::new() else { return };

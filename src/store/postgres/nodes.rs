@@ -26,7 +26,8 @@ pub(super) const SQL_BEAT: &str = "WITH beat AS (\
             WHERE n.state = 'live' AND r.owner = 'node:' || n.name)), \
     EXISTS (SELECT 1 FROM alerts WHERE status = 'pending' AND next_attempt_at <= $4 \
         AND (lease_until IS NULL OR lease_until <= $4)) \
-    OR EXISTS (SELECT 1 FROM throttles WHERE window_end <= $4)";
+    OR EXISTS (SELECT 1 FROM throttles WHERE window_end <= $4), \
+    (SELECT count(*) FROM runs WHERE state = 'running' AND owner = 'node:' || $1)";
 
 /// Whether a node is live, its row locked until the transaction ends (see `node_live`).
 const SQL_LIVE_LOCKED: &str =
@@ -150,6 +151,7 @@ impl NodeOps for PgTx<'_> {
             expired: row.try_get(1)?,
             orphans: row.try_get(2)?,
             alerts_due: row.try_get(3)?,
+            held: row.try_get::<_, i64>(4)?.max(0) as u64,
         })
     }
 

@@ -141,11 +141,18 @@ impl NodeOps for SqliteTx<'_> {
             .query_row([], |r| r.get(0))?;
         let alerts_due = self.next_alert_due()?.is_some_and(|t| t <= now)
             || self.next_window_end()?.is_some_and(|t| t <= now);
+        let held: i64 = self
+            .tx
+            .prepare_cached(
+                "SELECT count(*) FROM runs WHERE state = 'running' AND owner = 'node:' || ?1",
+            )?
+            .query_row([&node.name], |r| r.get(0))?;
         Ok(Beat {
             live,
             expired,
             orphans,
             alerts_due,
+            held: held.max(0) as u64,
         })
     }
 
