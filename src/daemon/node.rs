@@ -217,7 +217,7 @@ fn start_heartbeat(
                     _ => return,
                 }
                 let me = lock(&id).clone();
-                // Row locks suffice (see `node_live`): the heartbeat never waits for the engines.
+                // Row locks suffice (see `require_live`): the heartbeat never waits for the engines.
                 match store.beat(&me, timeout, clock.now()) {
                     Ok(beat) => {
                         if failing {

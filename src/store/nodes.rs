@@ -101,8 +101,8 @@ pub trait NodeOps {
     /// is read later: at the latest before `COMMIT`, which it then prevents.
     fn require_live(&self, node: &NodeId) -> Result<()>;
 
-    /// Declares dead every live node silent for `timeout`; returns their names.
-    fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>>;
+    /// Declares dead every live node silent for `timeout`, but `except`; returns their names.
+    fn expire_nodes(&self, timeout: Duration, except: Option<&str>) -> Result<Vec<String>>;
 
     /// One heartbeat of `node`, the expiry of the nodes silent for `timeout`, and the looks that
     /// an idle node would otherwise make on timers of its own (see [`Beat`]), as one write that
@@ -148,10 +148,10 @@ mod tests {
             assert!(store.write(|tx| tx.node_heartbeat(&first)).unwrap());
             assert!(store.read(|tx| tx.node_live(&first)).unwrap());
             // Not silent long enough: nobody expires.
-            assert!(store.write(|tx| tx.expire_nodes(LONG)).unwrap().is_empty());
+            assert!(store.write(|tx| tx.expire_nodes(LONG, None)).unwrap().is_empty());
             std::thread::sleep(Duration::from_millis(20));
             let expired = store
-                .write(|tx| tx.expire_nodes(Duration::from_millis(1)))
+                .write(|tx| tx.expire_nodes(Duration::from_millis(1), None))
                 .unwrap();
             assert_eq!(expired, vec!["a".to_string()]);
             // The old epoch is fenced: no heartbeat, not live.
@@ -195,7 +195,7 @@ mod tests {
                 .unwrap();
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(
-                store.write(|tx| tx.expire_nodes(Duration::from_millis(1))).unwrap(),
+                store.write(|tx| tx.expire_nodes(Duration::from_millis(1), None)).unwrap(),
                 vec!["a".to_string()]
             );
             let fenced = store.write(|tx| {

@@ -132,11 +132,11 @@ impl NodeOps for PgTx<'_> {
         )
     }
 
-    fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {
+    fn expire_nodes(&self, timeout: Duration, except: Option<&str>) -> Result<Vec<String>> {
         let rows = self.query(
-            "UPDATE nodes SET state = 'dead' WHERE state = 'live' \
+            "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND name IS DISTINCT FROM $2 \
              AND heartbeat_at < now() - make_interval(secs => $1) RETURNING name",
-            &[&seconds(timeout)],
+            &[&seconds(timeout), &except],
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }

@@ -99,13 +99,13 @@ impl NodeOps for SqliteTx<'_> {
         }
     }
 
-    fn expire_nodes(&self, timeout: Duration) -> Result<Vec<String>> {
+    fn expire_nodes(&self, timeout: Duration, except: Option<&str>) -> Result<Vec<String>> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND heartbeat_at < {NOW_MS} - ?1 \
-             RETURNING name"
+            "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND name IS NOT ?2 \
+             AND heartbeat_at < {NOW_MS} - ?1 RETURNING name"
         ))?;
         let names = stmt
-            .query_map([timeout.as_millis() as i64], |r| r.get(0))?
+            .query_map(params![timeout.as_millis() as i64, except], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(names)
     }
@@ -123,14 +123,7 @@ impl NodeOps for SqliteTx<'_> {
     fn node_beat(&self, node: &NodeId, timeout: Duration, now: Time) -> Result<Beat> {
         let live = self.node_heartbeat(node)?;
         // Not this node: its beat above may already be older than `timeout` by now.
-        let expired = self
-            .tx
-            .prepare_cached(&format!(
-                "UPDATE nodes SET state = 'dead' WHERE state = 'live' AND name <> ?2 \
-                 AND heartbeat_at < {NOW_MS} - ?1 RETURNING name"
-            ))?
-            .query_map(params![timeout.as_millis() as i64, node.name], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let expired = self.expire_nodes(timeout, Some(&node.name))?;
         let orphans = self
             .tx
             .prepare_cached(
