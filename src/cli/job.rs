@@ -309,7 +309,7 @@ impl Foreground {
         claimed: Claimed,
         interrupt: &mut Interrupt,
     ) -> CliResult<Step> {
-        use crate::workflow::run::{self as wf, Halt, Next, RunCtx};
+        use crate::workflow::run::{self as wf, Halt, Next, RunCtx, RunRows};
         let run = claimed.run.clone();
         let owner = self.lease.id.clone();
         let def: Arc<crate::workflow::model::Workflow> = {
@@ -342,6 +342,7 @@ impl Foreground {
         let mut next = {
             let now = chrono::Utc::now();
             self.store.write(|tx| {
+                let rows = RunRows::unread();
                 let mut ctx = RunCtx {
                     run: &run,
                     def: &def,
@@ -349,6 +350,7 @@ impl Foreground {
                     process_slots: usize::MAX,
                     keep_owner: Some(&owner),
                     halt: None,
+                    rows: &rows,
                 };
                 let p = if claimed.resumed {
                     wf::advance(tx, &mut ctx, now)?
@@ -425,6 +427,7 @@ impl Foreground {
             };
             let now = chrono::Utc::now();
             next = self.store.write(|tx| {
+                let rows = RunRows::unread();
                 let mut ctx = RunCtx {
                     run: &run,
                     def: &def,
@@ -432,6 +435,7 @@ impl Foreground {
                     process_slots: usize::MAX,
                     keep_owner: Some(&owner),
                     halt,
+                    rows: &rows,
                 };
                 let p = match &ended {
                     Some((name, outcome, at)) => wf::step_ended(

@@ -19,7 +19,9 @@ use crate::exec::StopReason;
 use crate::model::{Run, RunId, Time};
 use crate::store::{Result, StoreError, Tx};
 use crate::workflow::model::Workflow;
-use crate::workflow::run::{self as wf, Halt, Launch, Next, Progress, RunCtx, StepOutcome};
+use crate::workflow::run::{
+    self as wf, Halt, Launch, Next, Progress, RunCtx, RunRows, StepOutcome,
+};
 
 /// A workflow run this engine runs.
 pub(super) struct Flow {
@@ -64,6 +66,49 @@ pub(super) struct Decided {
     pub new_flow: Option<Flow>,
 }
 
+/// The rows (steps, brief) of the workflow runs a turn decides about: read together (a query
+/// each on PostgreSQL), then kept per run for all of the turn's decisions about it — several of a run's
+/// steps may end in one turn. Lives in the turn's transaction only.
+#[derive(Default)]
+pub(super) struct TurnRows(HashMap<RunId, RunRows>);
+
+impl TurnRows {
+    /// Reads the rows of those of `runs` not read yet; their briefs too if `briefs` (runs
+    /// claimed in this turn have theirs in their claim).
+    pub fn read(
+        &mut self,
+        tx: &Tx<'_>,
+        runs: impl IntoIterator<Item = RunId>,
+        briefs: bool,
+    ) -> Result<()> {
+        let mut want: Vec<RunId> = runs
+            .into_iter()
+            .filter(|r| !self.0.contains_key(r))
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        if want.is_empty() {
+            return Ok(());
+        }
+        let mut steps = tx.steps_of(&want)?;
+        let mut briefs = if briefs {
+            tx.briefs(&want)?
+        } else {
+            HashMap::new()
+        };
+        for run in want {
+            let rows = RunRows::known(steps.remove(&run).unwrap_or_default(), briefs.remove(&run));
+            self.0.insert(run, rows);
+        }
+        Ok(())
+    }
+
+    /// Run `run`'s rows (read on first use if [`TurnRows::read`] did not).
+    pub fn of(&mut self, run: RunId) -> &RunRows {
+        self.0.entry(run).or_default()
+    }
+}
+
 /// The pinned definition of run `id`, parsed once per distinct definition (they never change).
 pub(super) fn definition(
     tx: &Tx<'_>,
@@ -88,11 +133,13 @@ pub(super) fn definition(
 }
 
 /// Decides on a claimed workflow run: begins its attempt (or resumes a suspended one).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn claimed(
     tx: &Tx<'_>,
     config: &Config,
     c: &crate::queue::Claimed,
     cache: &mut HashMap<i64, Arc<Workflow>>,
+    rows: &RunRows,
     slots: &mut usize,
     halt: Option<Halt>,
     now: Time,
@@ -105,6 +152,7 @@ pub(super) fn claimed(
         process_slots: *slots,
         keep_owner: None,
         halt,
+        rows,
     };
     let progress = if c.resumed {
         wf::advance(tx, &mut ctx, now)?
@@ -129,16 +177,18 @@ pub(super) fn claimed(
 }
 
 /// Records a step's end and decides what follows.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn step_done(
     tx: &Tx<'_>,
     config: &Config,
     flow: &Flow,
     done: &StepDone,
+    rows: &RunRows,
     slots: &mut usize,
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
-    decide(tx, config, flow, slots, halt, now, |tx, ctx| {
+    decide(tx, config, flow, rows, slots, halt, now, |tx, ctx| {
         wf::step_ended(
             tx,
             ctx,
@@ -156,20 +206,23 @@ pub(super) fn revisit(
     tx: &Tx<'_>,
     config: &Config,
     flow: &Flow,
+    rows: &RunRows,
     slots: &mut usize,
     halt: Option<Halt>,
     now: Time,
 ) -> Result<Decided> {
-    decide(tx, config, flow, slots, halt, now, |tx, ctx| {
+    decide(tx, config, flow, rows, slots, halt, now, |tx, ctx| {
         wf::advance(tx, ctx, now)
     })
 }
 
 /// Runs `step` (a decision of `workflow::run`) on a flow's context, then settles the run.
+#[allow(clippy::too_many_arguments)]
 fn decide(
     tx: &Tx<'_>,
     config: &Config,
     flow: &Flow,
+    rows: &RunRows,
     slots: &mut usize,
     halt: Option<Halt>,
     now: Time,
@@ -182,6 +235,7 @@ fn decide(
         process_slots: *slots,
         keep_owner: None,
         halt,
+        rows,
     };
     let progress = step(tx, &mut ctx)?;
     *slots = ctx.process_slots;

@@ -811,11 +811,14 @@ impl Engine {
             }
             let firing = schedules::fire_due(tx, &config, &due_schedules, now, live_since)?;
             let mut states = Vec::with_capacity(dones.len());
+            let ids: Vec<_> = dones.iter().map(|d| d.report.run).collect();
+            let mut briefs = tx.briefs(&ids)?;
             for d in &dones {
-                states.push(lifecycle::finish(
+                states.push(lifecycle::finish_known(
                     tx,
                     &config,
                     &d.report,
+                    briefs.remove(&d.report.run),
                     now,
                     fastrand::f64(),
                 )?);
@@ -823,6 +826,17 @@ impl Engine {
             let mut slots = limit.saturating_sub(live);
             let mut decided = Vec::new();
             let mut seen = std::collections::HashSet::new();
+            // The rows of the flows decided on below, read at once.
+            let mut rows = flows::TurnRows::default();
+            rows.read(
+                tx,
+                step_dones
+                    .iter()
+                    .map(|d| d.run)
+                    .filter(|r| flows_map.contains_key(r))
+                    .chain(revisit.iter().copied()),
+                true,
+            )?;
             for d in &step_dones {
                 if let Some(flow) = flows_map.get(&d.run) {
                     decided.push(flows::step_done(
@@ -830,6 +844,7 @@ impl Engine {
                         &config,
                         flow,
                         d,
+                        rows.of(d.run),
                         &mut slots,
                         halt_of(flow),
                         now,
@@ -859,12 +874,18 @@ impl Engine {
             }
             let plain = claimed.iter().filter(|c| !c.run.has_steps).count();
             slots = slots.saturating_sub(plain);
+            rows.read(
+                tx,
+                claimed.iter().filter(|c| c.run.has_steps).map(|c| c.run.id),
+                false,
+            )?;
             for c in claimed.iter().filter(|c| c.run.has_steps) {
                 decided.push(flows::claimed(
                     tx,
                     &config,
                     c,
                     definitions,
+                    rows.of(c.run.id),
                     &mut slots,
                     None,
                     now,
@@ -883,6 +904,7 @@ impl Engine {
                         tx,
                         &config,
                         flow,
+                        rows.of(id),
                         &mut slots,
                         halt_of(flow),
                         now,

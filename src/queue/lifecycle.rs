@@ -173,8 +173,22 @@ fn claim_free(
         }
     }
     candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));
-    for c in candidates.into_iter().take(free) {
-        claimed.push(start(tx, c.id, owner, now, c.resume)?);
+    let chosen: Vec<(RunId, bool)> = candidates
+        .iter()
+        .take(free)
+        .map(|c| (c.id, c.resume))
+        .collect();
+    for ((run, seq), &(_, resume)) in tx
+        .start_attempts(&chosen, owner, now)?
+        .into_iter()
+        .zip(&chosen)
+    {
+        claimed.push(Claimed {
+            attempt: run.attempt,
+            run,
+            seq,
+            resumed: resume,
+        });
     }
     Ok((claimed, unknown))
 }
@@ -239,7 +253,21 @@ pub fn finish(
     now: Time,
     unit: f64,
 ) -> Result<RunState> {
-    let Some(run) = tx.brief(report.run)? else {
+    let run = tx.brief(report.run)?;
+    finish_known(tx, config, report, run, now, unit)
+}
+
+/// As [`finish`], with the run's brief already read in this transaction (`None`: the run is
+/// not in the store).
+pub fn finish_known(
+    tx: &Tx<'_>,
+    config: &Config,
+    report: &Report,
+    run: Option<RunBrief>,
+    now: Time,
+    unit: f64,
+) -> Result<RunState> {
+    let Some(run) = run else {
         return Err(StoreError::Corrupt(format!(
             "run {} vanished while running",
             report.run

@@ -614,6 +614,52 @@ conformance! {
         assert_eq!(owners(&mut db), vec!["job-1"]);
     }
 
+    /// Several runs started at once, fresh and resumed mixed: each as `start_attempt` starts
+    /// it, in the order asked; their briefs read at once, as `brief` reads each.
+    fn runs_started_and_briefed_together(engine) {
+        let mut db = db(engine);
+        let (a, b, c, late) = write(&mut db, |tx| {
+            let a = insert(tx, queued("a", t0()));
+            let b = insert(tx, NewRun { max_attempts: 3, ..queued("b", t0()) });
+            let c = insert(tx, queued("a", t0()));
+            let late = insert(tx, queued("a", t0()));
+            (a, b, c, late)
+        });
+        // `b` goes first through an attempt, is suspended, then queued to resume it.
+        let (_, b_seq) = write(&mut db, |tx| tx.start_attempt(b, "daemon", t0(), false).unwrap());
+        write(&mut db, |tx| {
+            tx.suspend_run(b, Some(t0() + ms(5)), None).unwrap();
+            tx.queue_resume(b, t0() + ms(5)).unwrap();
+        });
+        let started = write(&mut db, |tx| {
+            tx.start_attempts(&[(c, false), (b, true), (a, false)], "n1", t0() + ms(9)).unwrap()
+        });
+        let got: Vec<_> = started
+            .iter()
+            .map(|(r, seq)| (r.id, r.state, r.attempt, r.owner.as_deref(), *seq, r.resume))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (c, RunState::Running, 1, Some("n1"), 1, false),
+                (b, RunState::Running, 1, Some("n1"), b_seq, false),
+                (a, RunState::Running, 1, Some("n1"), 1, false),
+            ]
+        );
+        assert_eq!(read(&mut db, |tx| tx.open_attempt(a).unwrap()), Some((1, 1)));
+        assert!(write(&mut db, |tx| tx.start_attempts(&[], "n1", t0()).unwrap()).is_empty());
+        // One that is not queued fails the lot.
+        let err = write(&mut db, |tx| tx.start_attempts(&[(late, false), (a, false)], "n1", t0()).err().unwrap());
+        assert!(err.to_string().contains("is not queued"), "{err}");
+
+        let briefs = read(&mut db, |tx| tx.briefs(&[a, late, 999_999, b]).unwrap());
+        assert_eq!(briefs.len(), 3);
+        for id in [a, late, b] {
+            assert_eq!(briefs.get(&id), read(&mut db, |tx| tx.brief(id).unwrap()).as_ref());
+        }
+        assert!(read(&mut db, |tx| tx.briefs(&[]).unwrap()).is_empty());
+    }
+
     /// A second run holding a job's key is refused, and the transaction with it: nothing of it
     /// stays, and the store goes on.
     fn a_held_key_refuses_the_transaction(engine) {

@@ -119,6 +119,18 @@ pub trait RunOps {
 
     fn brief(&self, id: RunId) -> Result<Option<RunBrief>>;
 
+    /// The briefs of several runs (unknown ones left out): one query where a query costs a
+    /// round trip.
+    fn briefs(&self, ids: &[RunId]) -> Result<HashMap<RunId, RunBrief>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(b) = self.brief(id)? {
+                out.insert(id, b);
+            }
+        }
+        Ok(out)
+    }
+
     /// The run of `job` holding idempotency key `key`.
     fn run_by_key(&self, job: &str, key: &str) -> Result<Option<RunId>>;
 
@@ -196,6 +208,19 @@ pub trait RunOps {
     ///
     /// With `resume`, the run goes on with the attempt it was suspended in: no new attempt.
     fn start_attempt(&self, id: RunId, owner: &str, now: Time, resume: bool) -> Result<(Run, u32)>;
+
+    /// [`RunOps::start_attempt`] of each of `runs` (its id, whether it resumes), in order: all
+    /// sent at once where a statement costs a round trip.
+    fn start_attempts(
+        &self,
+        runs: &[(RunId, bool)],
+        owner: &str,
+        now: Time,
+    ) -> Result<Vec<(Run, u32)>> {
+        runs.iter()
+            .map(|&(id, resume)| self.start_attempt(id, owner, now, resume))
+            .collect()
+    }
 
     /// Closes an attempt with its outcome.
     #[allow(clippy::too_many_arguments)]

@@ -1,5 +1,7 @@
 //! Operations on workflow steps (each run's checkpoints) and signals.
 
+use std::collections::HashMap;
+
 use super::Result;
 use crate::model::{RunId, Step, StepState, Time};
 use crate::workflow::model::Workflow;
@@ -24,6 +26,19 @@ pub trait StepOps {
     /// One step of a run.
     fn step(&self, run: RunId, name: &str) -> Result<Option<Step>>;
 
+    /// The steps of several runs (those without steps are left out), as [`StepOps::steps`] of
+    /// each: one query where a query costs a round trip.
+    fn steps_of(&self, runs: &[RunId]) -> Result<HashMap<RunId, Vec<Step>>> {
+        let mut out = HashMap::with_capacity(runs.len());
+        for &run in runs {
+            let steps = self.steps(run)?;
+            if !steps.is_empty() {
+                out.insert(run, steps);
+            }
+        }
+        Ok(out)
+    }
+
     /// Stores a workflow definition (JSON) once, whatever the number of runs pinning it: returns
     /// its id (the same for the same text).
     fn store_definition(&self, text: &str) -> Result<i64>;
@@ -34,8 +49,8 @@ pub trait StepOps {
     /// Forgets definitions no run pins any more (after history was pruned).
     fn purge_definitions(&self) -> Result<usize>;
 
-    /// Starts a step's next execution. Returns its attempt number.
-    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<u32>;
+    /// Starts a step's next execution: `running`, its `attempts` one more (its attempt number).
+    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<()>;
 
     /// Executions of a step in the current attempt of its run (what its `retry` counts).
     fn step_tries(&self, run: RunId, name: &str) -> Result<u32>;

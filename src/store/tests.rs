@@ -474,8 +474,8 @@ conformance! {
         assert_eq!(w.read(|tx| tx.step(run, "nope")), None);
         assert_eq!(w.read(|tx| tx.step_tries(run, "nope")), 0);
 
-        assert_eq!(w.write(|tx| tx.start_step(run, "zeta", t(1))), 1);
-        assert_eq!(w.write(|tx| tx.start_step(run, "zeta", t(2))), 2);
+        assert_eq!(w.write(|tx| { tx.start_step(run, "zeta", t(1))?; tx.step(run, "zeta") }).map(|s| s.attempts), Some(1));
+        assert_eq!(w.write(|tx| { tx.start_step(run, "zeta", t(2))?; tx.step(run, "zeta") }).map(|s| s.attempts), Some(2));
         assert_eq!(w.read(|tx| tx.step_tries(run, "zeta")), 2);
         // Any JSON: a string holding NUL included (an HTTP response's body may).
         let outputs = json!({
@@ -525,7 +525,7 @@ conformance! {
             (StepState::Pending, Some(t(20)), Some("exit code 3"), Some(3), Some(9))
         );
         // The next execution starts clean.
-        assert_eq!(w.write(|tx| tx.start_step(run, "mid", t(21))), 2);
+        assert_eq!(w.write(|tx| { tx.start_step(run, "mid", t(21))?; tx.step(run, "mid") }).map(|s| s.attempts), Some(2));
         let mid = w.read(|tx| tx.step(run, "mid")).unwrap();
         assert_eq!(
             (mid.state, mid.wake_at, mid.error, mid.exit_code, mid.signal, mid.finished_at),
@@ -581,6 +581,23 @@ conformance! {
             w.read(|tx| tx.step(run, "mid")).unwrap().outputs,
             Some(serde_json::Value::Null)
         );
+
+        // Several runs' rows at once: each as `steps` gives them; a run without steps (or
+        // unknown) is left out.
+        let (other, plain) = w.write(|tx| {
+            let other = queued(tx, "flow", t(40))?;
+            tx.insert_steps(other, &workflow(&["b", "a"]))?;
+            Ok((other, queued(tx, "plain", t(41))?))
+        });
+        let of = w.read(|tx| tx.steps_of(&[plain, run, other, 999_999]));
+        assert_eq!(of.len(), 2);
+        assert_eq!(of[&run], w.read(|tx| tx.steps(run)));
+        assert_eq!(of[&other], w.read(|tx| tx.steps(other)));
+        assert_eq!(
+            of[&other].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert!(w.read(|tx| tx.steps_of(&[])).is_empty());
     }
 
     fn a_retried_run_reuses_checkpoints_from_the_first_run(engine) {

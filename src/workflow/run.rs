@@ -122,6 +122,8 @@ pub struct RunCtx<'a> {
     pub keep_owner: Option<&'a str>,
     /// Start nothing new: the run is being cancelled or its owner stops.
     pub halt: Option<Halt>,
+    /// Its rows as this transaction left them.
+    pub rows: &'a RunRows,
 }
 
 /// A new attempt of the run begins: steps that failed, were interrupted or cancelled run again;
@@ -130,6 +132,7 @@ pub fn begin(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress> {
     // A first attempt has nothing to reset: a shutdown hands its running steps back as pending.
     if ctx.run.attempt > 1 {
         tx.reset_steps(ctx.run.id)?;
+        ctx.rows.forget();
     }
     advance(tx, ctx, now)
 }
@@ -153,8 +156,9 @@ pub fn step_ended(
             "run {run} has no step `{name}` in its definition"
         )));
     };
-    let row = tx
-        .step(run, name)?
+    let row = ctx
+        .rows
+        .one(tx, run, name)?
         .ok_or_else(|| StoreError::Corrupt(format!("run {run} has no step row `{name}`")))?;
     if row.state != StepState::Running {
         // Already settled (cancelled, or recovered by someone else): theirs is the record.
@@ -170,7 +174,8 @@ pub fn step_ended(
                 );
                 fail_step(tx, ctx, def, &row, &error, None, None, at, unit)?;
             } else {
-                tx.end_step(
+                ctx.rows.end(
+                    tx,
                     run,
                     name,
                     StepState::Succeeded,
@@ -188,7 +193,8 @@ pub fn step_ended(
             exit_code,
             signal,
         } => fail_step(tx, ctx, def, &row, &error, exit_code, signal, at, unit)?,
-        StepOutcome::Cancelled => tx.end_step(
+        StepOutcome::Cancelled => ctx.rows.end(
+            tx,
             run,
             name,
             StepState::Cancelled,
@@ -198,7 +204,10 @@ pub fn step_ended(
                 ..Default::default()
             },
         )?,
-        StepOutcome::Interrupted => tx.retry_step(run, name, None, "interrupted by shutdown")?,
+        StepOutcome::Interrupted => {
+            tx.retry_step(run, name, None, "interrupted by shutdown")?;
+            ctx.rows.forget();
+        }
     }
     advance(tx, ctx, now)
 }
@@ -222,9 +231,12 @@ fn fail_step(
     if tries < def.retry.attempts {
         let delay = def.retry.delay(tries, unit);
         let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
-        return tx.retry_step(run, &row.name, Some(due), error);
+        tx.retry_step(run, &row.name, Some(due), error)?;
+        ctx.rows.forget();
+        return Ok(());
     }
-    tx.end_step(
+    ctx.rows.end(
+        tx,
         run,
         &row.name,
         StepState::Failed,
@@ -260,7 +272,7 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
     let mut launches = Vec::new();
     let mut blocked = false;
     loop {
-        let steps = tx.steps(run)?;
+        let steps = ctx.rows.get(tx, run)?;
         let by_name: HashMap<&str, &Step> = steps.iter().map(|s| (s.name.as_str(), s)).collect();
         let state_of = |i: usize| by_name.get(def.steps[i].name.as_str()).map(|s| s.state);
         let mut changed = false;
@@ -276,7 +288,7 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
             let Some((_, d)) = def.step(&s.name) else {
                 continue;
             };
-            changed |= wake(tx, run, d, s, now)?;
+            changed |= wake(tx, ctx.rows, run, d, s, now)?;
         }
         if changed {
             continue;
@@ -320,7 +332,8 @@ pub fn advance(tx: &Tx<'_>, ctx: &mut RunCtx<'_>, now: Time) -> Result<Progress>
                     match template::eval_bool(cond, lazy.get()) {
                         Ok(true) => {}
                         Ok(false) => {
-                            tx.end_step(
+                            ctx.rows.end(
+                                tx,
                                 run,
                                 &d.name,
                                 StepState::Skipped,
@@ -404,7 +417,7 @@ fn start_and_fail(
     error: &str,
     now: Time,
 ) -> Result<()> {
-    tx.start_step(ctx.run.id, &d.name, now)?;
+    ctx.rows.start(tx, ctx.run.id, &d.name, now)?;
     // Deterministic: retrying in place would fail the same way.
     let row = Step {
         state: StepState::Running,
@@ -450,11 +463,12 @@ fn needs_met(def: &Workflow, i: usize, state_of: &impl Fn(usize) -> Option<StepS
 }
 
 /// Wakes a suspended step if its time came or its signal arrived. Returns whether it changed.
-fn wake(tx: &Tx<'_>, run: i64, d: &StepDef, s: &Step, now: Time) -> Result<bool> {
+fn wake(tx: &Tx<'_>, rows: &RunRows, run: i64, d: &StepDef, s: &Step, now: Time) -> Result<bool> {
     match &d.kind {
         StepKind::Sleep(_) => {
             if s.wake_at.is_some_and(|t| t <= now) {
-                tx.end_step(
+                rows.end(
+                    tx,
                     run,
                     &d.name,
                     StepState::Succeeded,
@@ -470,12 +484,13 @@ fn wake(tx: &Tx<'_>, run: i64, d: &StepDef, s: &Step, now: Time) -> Result<bool>
         }
         StepKind::WaitFor(w) => {
             if let Some((data, fail)) = tx.take_signal(run, &w.signal, &d.name, now)? {
-                settle_signal(tx, run, &d.name, data, fail, now)?;
+                settle_signal(tx, rows, run, &d.name, data, fail, now)?;
                 return Ok(true);
             }
             if s.wake_at.is_some_and(|t| t <= now) {
                 let error = format!("timed out waiting for signal {}", w.signal);
-                tx.end_step(
+                rows.end(
+                    tx,
                     run,
                     &d.name,
                     StepState::Failed,
@@ -496,6 +511,7 @@ fn wake(tx: &Tx<'_>, run: i64, d: &StepDef, s: &Step, now: Time) -> Result<bool>
 /// A `wait_for` step got its signal: `succeeded` with `outputs.data`, or `failed` (`--fail`).
 fn settle_signal(
     tx: &Tx<'_>,
+    rows: &RunRows,
     run: i64,
     step: &str,
     data: Option<Value>,
@@ -503,7 +519,8 @@ fn settle_signal(
     now: Time,
 ) -> Result<()> {
     match fail {
-        Some(reason) => tx.end_step(
+        Some(reason) => rows.end(
+            tx,
             run,
             step,
             StepState::Failed,
@@ -513,7 +530,8 @@ fn settle_signal(
                 ..Default::default()
             },
         ),
-        None => tx.end_step(
+        None => rows.end(
+            tx,
             run,
             step,
             StepState::Succeeded,
@@ -582,6 +600,7 @@ fn start(
                 }
             };
             tx.suspend_step(run, &d.name, Some(until), None, now)?;
+            ctx.rows.forget();
             return Ok(Started::Settled);
         }
         StepKind::WaitFor(w) => {
@@ -589,9 +608,10 @@ fn start(
                 .timeout
                 .map(|t| now + chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX));
             tx.suspend_step(run, &d.name, timeout, Some(&w.signal), now)?;
+            ctx.rows.forget();
             // A signal that came first is consumed at once.
             if let Some((data, fail)) = tx.take_signal(run, &w.signal, &d.name, now)? {
-                settle_signal(tx, run, &d.name, data, fail, now)?;
+                settle_signal(tx, ctx.rows, run, &d.name, data, fail, now)?;
             }
             return Ok(Started::Settled);
         }
@@ -687,7 +707,7 @@ fn start(
             Work::Notify { alert_id }
         }
     };
-    let attempt = tx.start_step(run, &d.name, now)?;
+    let attempt = ctx.rows.start(tx, run, &d.name, now)?;
     Ok(Started::Launched(Launch {
         step: d.name.clone(),
         idx: i,
@@ -746,6 +766,7 @@ pub fn settle(
         }
         Progress::Suspended { wake } => {
             tx.suspend_run(ctx.run.id, wake, ctx.keep_owner)?;
+            ctx.rows.forget();
             return Ok(Next::Parked(wake));
         }
         Progress::Succeeded => Outcome::Succeeded,
@@ -761,7 +782,12 @@ pub fn settle(
         },
         Progress::Halted(Halt::Stop) => Outcome::Interrupted,
     };
-    let state = lifecycle::finish(tx, ctx.config, &report(outcome), now, unit)?;
+    let brief = match ctx.rows.take_brief() {
+        Some(b) => Some(b),
+        None => tx.brief(ctx.run.id)?,
+    };
+    let state = lifecycle::finish_known(tx, ctx.config, &report(outcome), brief, now, unit)?;
+    ctx.rows.forget();
     Ok(Next::Ended(state))
 }
 
@@ -848,5 +874,8 @@ pub fn parse_output_file(bytes: &[u8]) -> std::result::Result<Value, String> {
     Ok(Value::Object(map))
 }
 
+mod rows;
 #[cfg(test)]
 mod tests;
+
+pub use rows::RunRows;

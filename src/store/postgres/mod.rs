@@ -557,6 +557,24 @@ impl<'s> PgTx<'s> {
         })
     }
 
+    /// The rows of `sql` for each set of `params`, in order: all sent before any is waited for
+    /// (one round trip however many).
+    pub(super) fn query_each(&self, sql: &str, params: &[Vec<Owned>]) -> Result<Vec<Vec<Row>>> {
+        let stmt = self.statement(sql)?;
+        let client = &self.store.client;
+        let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                    .collect()
+            })
+            .collect();
+        self.wait_for(futures_util::future::try_join_all(
+            refs.iter().map(|p| client.query(&stmt, p)),
+        ))
+    }
+
     /// The one row of `sql`, if there is one (more is an error).
     pub(super) fn query_opt(
         &self,

@@ -13,7 +13,7 @@
 //!   `runs_dead`) serve generic plans of prepared statements too; bound values (the states of a
 //!   listing's filter) come on top of such a literal, never instead of it.
 
-use super::PgTx;
+use super::{Owned, PgTx};
 use crate::model::{Attempt, Priority, Run, RunId, RunState, Time};
 use crate::store::StepOps;
 use crate::store::runs::*;
@@ -400,6 +400,19 @@ impl RunOps for PgTx<'_> {
         .transpose()
     }
 
+    fn briefs(&self, ids: &[RunId]) -> Result<HashMap<RunId, RunBrief>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.query(
+            concat!("SELECT ", brief_columns!(), " FROM runs WHERE id = ANY($1)"),
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| brief_from_row(r).map(|b| (b.id, b)))
+        .collect()
+    }
+
     fn run_by_key(&self, job: &str, key: &str) -> Result<Option<RunId>> {
         match self.query_opt(SQL_RUN_BY_KEY, &[&job, &key])? {
             Some(row) => Ok(Some(row.try_get(0)?)),
@@ -524,42 +537,76 @@ impl RunOps for PgTx<'_> {
     }
 
     fn start_attempt(&self, id: RunId, owner: &str, now: Time, resume: bool) -> Result<(Run, u32)> {
-        // One statement (one round trip): the run's update, its last attempt's number, and the
-        // new attempt's row. The CTEs share one snapshot: `last` reads the attempts before the
-        // insert, which takes the run's new attempt count from the update.
-        let row = if resume {
-            self.query_opt(
-                concat!(
-                    "WITH r AS (UPDATE runs SET state = 'running', owner = $2, resume = false \
-                     WHERE id = $1 AND state = 'queued' RETURNING ",
-                    run_columns!(),
-                    ") SELECT r.*, (SELECT max(seq) FROM attempts WHERE run_id = $1) AS attempt_seq \
-                     FROM r"
-                ),
-                &[&id, &owner],
-            )?
+        let mut started = self.start_attempts(&[(id, resume)], owner, now)?;
+        started
+            .pop()
+            .ok_or_else(|| corrupt(format!("run {id} was not started")))
+    }
+
+    fn start_attempts(
+        &self,
+        runs: &[(RunId, bool)],
+        owner: &str,
+        now: Time,
+    ) -> Result<Vec<(Run, u32)>> {
+        // One statement per run: the run's update, its last attempt's number, and the new
+        // attempt's row. The CTEs share one snapshot: `last` reads the attempts before the
+        // insert, which takes the run's new attempt count from the update. Resumed runs go on
+        // with their last attempt. The two kinds are sent as two pipelines, each one round trip.
+        const RESUME: &str = concat!(
+            "WITH r AS (UPDATE runs SET state = 'running', owner = $2, resume = false \
+             WHERE id = $1 AND state = 'queued' RETURNING ",
+            run_columns!(),
+            ") SELECT r.*, (SELECT max(seq) FROM attempts WHERE run_id = $1) AS attempt_seq \
+             FROM r"
+        );
+        const START: &str = concat!(
+            "WITH r AS (UPDATE runs SET state = 'running', owner = $2, attempt = attempt + 1, \
+             started_at = coalesce(started_at, $3) WHERE id = $1 AND state = 'queued' RETURNING ",
+            run_columns!(),
+            "), last AS (SELECT coalesce(max(seq), 0) AS seq FROM attempts WHERE run_id = $1), \
+             a AS (INSERT INTO attempts (run_id, seq, number, started_at) \
+             SELECT r.id, last.seq + 1, r.attempt, $3 FROM r, last RETURNING seq) \
+             SELECT r.*, a.seq AS attempt_seq FROM r, a"
+        );
+        let params = |resume: bool| -> Vec<Vec<Owned>> {
+            runs.iter()
+                .filter(|r| r.1 == resume)
+                .map(|&(id, _)| -> Vec<Owned> {
+                    if resume {
+                        vec![Box::new(id), Box::new(owner.to_owned())]
+                    } else {
+                        vec![Box::new(id), Box::new(owner.to_owned()), Box::new(at(now))]
+                    }
+                })
+                .collect()
+        };
+        let (fresh, resumed) = (params(false), params(true));
+        let mut fresh = if fresh.is_empty() {
+            Vec::new()
         } else {
-            self.query_opt(
-                concat!(
-                    "WITH r AS (UPDATE runs SET state = 'running', owner = $2, attempt = attempt + 1, \
-                     started_at = coalesce(started_at, $3) WHERE id = $1 AND state = 'queued' RETURNING ",
-                    run_columns!(),
-                    "), last AS (SELECT coalesce(max(seq), 0) AS seq FROM attempts WHERE run_id = $1), \
-                     a AS (INSERT INTO attempts (run_id, seq, number, started_at) \
-                     SELECT r.id, last.seq + 1, r.attempt, $3 FROM r, last RETURNING seq) \
-                     SELECT r.*, a.seq AS attempt_seq FROM r, a"
-                ),
-                &[&id, &owner, &at(now)],
-            )?
-        };
-        let Some(row) = row else {
-            return Err(corrupt(format!("run {id} is not queued")));
-        };
-        let run = run_from_row(&row)?;
-        // The last attempt (resume) or the new one.
-        let seq: Option<i32> = row.try_get("attempt_seq")?;
-        let seq = seq.map(count_of).transpose()?.unwrap_or(0);
-        Ok((run, seq))
+            self.query_each(START, &fresh)?
+        }
+        .into_iter();
+        let mut resumed = if resumed.is_empty() {
+            Vec::new()
+        } else {
+            self.query_each(RESUME, &resumed)?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(runs.len());
+        for &(id, resume) in runs {
+            let rows = if resume { resumed.next() } else { fresh.next() };
+            let Some(row) = rows.and_then(|r| r.into_iter().next()) else {
+                return Err(corrupt(format!("run {id} is not queued")));
+            };
+            let run = run_from_row(&row)?;
+            // The last attempt (resume) or the new one.
+            let seq: Option<i32> = row.try_get("attempt_seq")?;
+            let seq = seq.map(count_of).transpose()?.unwrap_or(0);
+            out.push((run, seq));
+        }
+        Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]

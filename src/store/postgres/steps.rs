@@ -1,5 +1,7 @@
 //! PostgreSQL: workflow steps, checkpoints and signals.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Row;
 
 use super::PgTx;
@@ -68,6 +70,23 @@ impl StepOps for PgTx<'_> {
             .collect()
     }
 
+    fn steps_of(&self, runs: &[RunId]) -> Result<HashMap<RunId, Vec<Step>>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM steps WHERE run_id = ANY($1) ORDER BY run_id, idx"
+        );
+        let mut out: HashMap<RunId, Vec<Step>> = HashMap::with_capacity(runs.len());
+        if runs.is_empty() {
+            return Ok(out);
+        }
+        for r in self.query(SQL, &[&runs])? {
+            let step = step_from_row(&r)?;
+            out.entry(step.run_id).or_default().push(step);
+        }
+        Ok(out)
+    }
+
     fn step(&self, run: RunId, name: &str) -> Result<Option<Step>> {
         self.query_opt(STEP, &[&run, &name])?
             .as_ref()
@@ -101,14 +120,14 @@ impl StepOps for PgTx<'_> {
         Ok(self.execute(SQL, &[])? as usize)
     }
 
-    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<u32> {
+    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<()> {
         const SQL: &str = "UPDATE steps SET state = 'running', attempts = attempts + 1, tries = tries + 1, \
                            started_at = $3, finished_at = NULL, wake_at = NULL, waiting_for = NULL, \
                            error = NULL, exit_code = NULL, signal = NULL \
-                           WHERE run_id = $1 AND name = $2 RETURNING attempts";
-        unsigned(
-            self.query_one(SQL, &[&run, &name, &at(now)])?.try_get(0)?,
-            "step attempts",
+                           WHERE run_id = $1 AND name = $2";
+        self.execute_later(
+            SQL,
+            vec![Box::new(run), Box::new(name.to_owned()), Box::new(at(now))],
         )
     }
 

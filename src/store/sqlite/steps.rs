@@ -102,8 +102,7 @@ impl StepOps for SqliteTx<'_> {
             .execute([])?)
     }
 
-    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<u32> {
-        // No RETURNING: see `Tx::start_attempt`.
+    fn start_step(&self, run: RunId, name: &str, now: Time) -> Result<()> {
         self.tx
             .prepare_cached(
                 "UPDATE steps SET state = 'running', attempts = attempts + 1, tries = tries + 1, started_at = ?3, \
@@ -111,10 +110,7 @@ impl StepOps for SqliteTx<'_> {
                  WHERE run_id = ?1 AND name = ?2",
             )?
             .execute(params![run, name, ms(now)])?;
-        Ok(self
-            .tx
-            .prepare_cached("SELECT attempts FROM steps WHERE run_id = ?1 AND name = ?2")?
-            .query_row(params![run, name], |r| r.get(0))?)
+        Ok(())
     }
 
     fn step_tries(&self, run: RunId, name: &str) -> Result<u32> {

@@ -74,6 +74,18 @@ fn world(engine: Engine, steps: Vec<StepDef>, parallel: Option<u32>, run_retries
     }
 }
 
+/// The step rows a decision kept (not read back after its writes) are the store's.
+fn same_rows(tx: &Tx<'_>, rows: &RunRows, run: RunId) -> Result<()> {
+    if let Some(kept) = rows.kept() {
+        assert_eq!(
+            kept,
+            tx.steps(run)?,
+            "the rows kept by the decision are the store's"
+        );
+    }
+    Ok(())
+}
+
 /// A claimed run: what the engine holds while it runs it.
 struct Held {
     run: Run,
@@ -105,6 +117,7 @@ impl World {
                 lifecycle::promote_due(tx, config, now)?;
                 let (claimed, _) = lifecycle::claim(tx, config, "daemon", now, 10)?;
                 let c = claimed.into_iter().next().expect("a run to claim");
+                let rows = RunRows::unread();
                 let mut ctx = RunCtx {
                     run: &c.run,
                     def: &def,
@@ -112,6 +125,7 @@ impl World {
                     process_slots: slots,
                     keep_owner: None,
                     halt: None,
+                    rows: &rows,
                 };
                 let p = if c.resumed {
                     advance(tx, &mut ctx, now)?
@@ -119,6 +133,7 @@ impl World {
                     begin(tx, &mut ctx, now)?
                 };
                 let next = settle(tx, &ctx, c.seq, p, now, 0.5)?;
+                same_rows(tx, &rows, c.run.id)?;
                 Ok::<_, StoreError>((
                     Held {
                         run: c.run,
@@ -143,6 +158,7 @@ impl World {
         let (config, now) = (&self.config, self.now);
         self.store
             .write(|tx| {
+                let rows = RunRows::unread();
                 let mut ctx = RunCtx {
                     run: &h.run,
                     def: &h.def,
@@ -150,12 +166,15 @@ impl World {
                     process_slots: 8,
                     keep_owner: None,
                     halt,
+                    rows: &rows,
                 };
                 let p = match ended {
                     Some((name, o)) => step_ended(tx, &mut ctx, name, o, now, now, 0.5)?,
                     None => advance(tx, &mut ctx, now)?,
                 };
-                settle(tx, &ctx, h.seq, p, now, 0.5)
+                let next = settle(tx, &ctx, h.seq, p, now, 0.5)?;
+                same_rows(tx, &rows, h.run.id)?;
+                Ok::<_, StoreError>(next)
             })
             .unwrap()
     }
