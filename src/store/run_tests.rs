@@ -658,6 +658,9 @@ conformance! {
             assert_eq!(briefs.get(&id), read(&mut db, |tx| tx.brief(id).unwrap()).as_ref());
         }
         assert!(read(&mut db, |tx| tx.briefs(&[]).unwrap()).is_empty());
+        let one = read(&mut db, |tx| tx.briefs(&[late]).unwrap());
+        assert_eq!((one.len(), one.get(&late)), (1, briefs.get(&late)));
+        assert!(read(&mut db, |tx| tx.briefs(&[999_999]).unwrap()).is_empty());
     }
 
     /// A second run holding a job's key is refused, and the transaction with it: nothing of it

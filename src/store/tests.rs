@@ -2,7 +2,7 @@
 //! rules above rely on — orders, NULLs, upserts, counts, instants — must not depend on the
 //! engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::TimeZone;
 use serde_json::json;
@@ -598,6 +598,8 @@ conformance! {
             ["b", "a"]
         );
         assert!(w.read(|tx| tx.steps_of(&[])).is_empty());
+        assert_eq!(w.read(|tx| tx.steps_of(&[other])), HashMap::from([(other, of[&other].clone())]));
+        assert!(w.read(|tx| tx.steps_of(&[plain])).is_empty());
     }
 
     fn a_retried_run_reuses_checkpoints_from_the_first_run(engine) {

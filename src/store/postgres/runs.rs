@@ -401,8 +401,12 @@ impl RunOps for PgTx<'_> {
     }
 
     fn briefs(&self, ids: &[RunId]) -> Result<HashMap<RunId, RunBrief>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        // One id, the common case with few slots: the one-row statement, whose plan is kept
+        // (an array's is made again at each execution, its custom plan looking cheaper).
+        match ids {
+            [] => return Ok(HashMap::new()),
+            [id] => return Ok(self.brief(*id)?.map(|b| (b.id, b)).into_iter().collect()),
+            _ => {}
         }
         self.query(
             concat!("SELECT ", brief_columns!(), " FROM runs WHERE id = ANY($1)"),

@@ -77,8 +77,17 @@ impl StepOps for PgTx<'_> {
             " FROM steps WHERE run_id = ANY($1) ORDER BY run_id, idx"
         );
         let mut out: HashMap<RunId, Vec<Step>> = HashMap::with_capacity(runs.len());
-        if runs.is_empty() {
-            return Ok(out);
+        // One run: the one-run statement, whose plan is kept (see `briefs`).
+        match runs {
+            [] => return Ok(out),
+            [run] => {
+                let steps = self.steps(*run)?;
+                if !steps.is_empty() {
+                    out.insert(*run, steps);
+                }
+                return Ok(out);
+            }
+            _ => {}
         }
         for r in self.query(SQL, &[&runs])? {
             let step = step_from_row(&r)?;
