@@ -560,6 +560,9 @@ impl<'s> PgTx<'s> {
     /// The rows of `sql` for each set of `params`, in order: all sent before any is waited for
     /// (one round trip however many).
     pub(super) fn query_each(&self, sql: &str, params: &[Vec<Owned>]) -> Result<Vec<Vec<Row>>> {
+        if params.is_empty() {
+            return Ok(Vec::new());
+        }
         let stmt = self.statement(sql)?;
         let client = &self.store.client;
         let refs: Vec<Vec<&(dyn ToSql + Sync)>> = params

@@ -256,6 +256,8 @@ fn run_from_row(row: &Row) -> Result<Run> {
     })
 }
 
+const SQL_BRIEF: &str = concat!("SELECT ", brief_columns!(), " FROM runs WHERE id = $1");
+
 fn brief_from_row(row: &Row) -> Result<RunBrief> {
     Ok(RunBrief {
         id: row.try_get(0)?,
@@ -391,30 +393,23 @@ impl RunOps for PgTx<'_> {
     }
 
     fn brief(&self, id: RunId) -> Result<Option<RunBrief>> {
-        self.query_opt(
-            concat!("SELECT ", brief_columns!(), " FROM runs WHERE id = $1"),
-            &[&id],
-        )?
-        .as_ref()
-        .map(brief_from_row)
-        .transpose()
+        self.query_opt(SQL_BRIEF, &[&id])?
+            .as_ref()
+            .map(brief_from_row)
+            .transpose()
     }
 
     fn briefs(&self, ids: &[RunId]) -> Result<HashMap<RunId, RunBrief>> {
-        // One id, the common case with few slots: the one-row statement, whose plan is kept
-        // (an array's is made again at each execution, its custom plan looking cheaper).
-        match ids {
-            [] => return Ok(HashMap::new()),
-            [id] => return Ok(self.brief(*id)?.map(|b| (b.id, b)).into_iter().collect()),
-            _ => {}
+        // The one-run statement for each, all sent at once (see `steps_of`).
+        let params: Vec<Vec<Owned>> = ids.iter().map(|&id| vec![Box::new(id) as Owned]).collect();
+        let mut out = HashMap::with_capacity(ids.len());
+        for rows in self.query_each(SQL_BRIEF, &params)? {
+            if let Some(r) = rows.first() {
+                let b = brief_from_row(r)?;
+                out.insert(b.id, b);
+            }
         }
-        self.query(
-            concat!("SELECT ", brief_columns!(), " FROM runs WHERE id = ANY($1)"),
-            &[&ids],
-        )?
-        .iter()
-        .map(|r| brief_from_row(r).map(|b| (b.id, b)))
-        .collect()
+        Ok(out)
     }
 
     fn run_by_key(&self, job: &str, key: &str) -> Result<Option<RunId>> {
@@ -585,19 +580,8 @@ impl RunOps for PgTx<'_> {
                 })
                 .collect()
         };
-        let (fresh, resumed) = (params(false), params(true));
-        let mut fresh = if fresh.is_empty() {
-            Vec::new()
-        } else {
-            self.query_each(START, &fresh)?
-        }
-        .into_iter();
-        let mut resumed = if resumed.is_empty() {
-            Vec::new()
-        } else {
-            self.query_each(RESUME, &resumed)?
-        }
-        .into_iter();
+        let mut fresh = self.query_each(START, &params(false))?.into_iter();
+        let mut resumed = self.query_each(RESUME, &params(true))?.into_iter();
         let mut out = Vec::with_capacity(runs.len());
         for &(id, resume) in runs {
             let rows = if resume { resumed.next() } else { fresh.next() };

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
-use super::PgTx;
 use super::convert::{at, never, unsigned};
+use super::{Owned, PgTx};
 use crate::model::{RunId, Step, StepState, Time};
 use crate::store::steps::*;
 use crate::store::{Result, StoreError};
@@ -71,27 +71,14 @@ impl StepOps for PgTx<'_> {
     }
 
     fn steps_of(&self, runs: &[RunId]) -> Result<HashMap<RunId, Vec<Step>>> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM steps WHERE run_id = ANY($1) ORDER BY run_id, idx"
-        );
-        let mut out: HashMap<RunId, Vec<Step>> = HashMap::with_capacity(runs.len());
-        // One run: the one-run statement, whose plan is kept (see `briefs`).
-        match runs {
-            [] => return Ok(out),
-            [run] => {
-                let steps = self.steps(*run)?;
-                if !steps.is_empty() {
-                    out.insert(*run, steps);
-                }
-                return Ok(out);
+        // The one-run statement for each, all sent at once: one round trip, and a plan kept
+        // (`run_id = ANY($1)` is planned anew at each execution: 0.2 ms of the server's CPU).
+        let params: Vec<Vec<Owned>> = runs.iter().map(|&r| vec![Box::new(r) as Owned]).collect();
+        let mut out = HashMap::with_capacity(runs.len());
+        for (&run, rows) in runs.iter().zip(self.query_each(STEPS, &params)?) {
+            if !rows.is_empty() {
+                out.insert(run, rows.iter().map(step_from_row).collect::<Result<_>>()?);
             }
-            _ => {}
-        }
-        for r in self.query(SQL, &[&runs])? {
-            let step = step_from_row(&r)?;
-            out.entry(step.run_id).or_default().push(step);
         }
         Ok(out)
     }
