@@ -34,6 +34,9 @@ use tokio_postgres::{Client, Row, Statement};
 use super::{Result, StoreError, Tx};
 use crate::workflow::steps::sql::postgres::{connect_store, describe_error};
 
+/// How read transactions and looks begin: one snapshot, no writes.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 /// First half of every advisory lock key of the store (the second is the schema's hash).
 const LOCK_CLASS: i32 = 0x776b_7200; // "wkr\0"
 /// Second halves: which lock.
@@ -272,17 +275,18 @@ impl PgStore {
         self.reconnect_if_closed()?;
         let lock = self.prepared("SELECT pg_advisory_xact_lock($1, $2)")?;
         let (class, key) = (LOCK_CLASS, self.locks.0);
-        // One round trip: the lock's request is sent behind `BEGIN` without waiting for it.
-        self.client_wait(|c| async move {
-            let (begun, locked) = futures_util::future::join(
-                c.batch_execute("BEGIN"),
-                c.execute(&lock, &[&class, &key]),
-            )
-            .await;
-            begun.and(locked)
+        self.run_and_commit(|tx| {
+            // No round trip of their own: `BEGIN` and the lock's request are sent, and the
+            // first statement of `f` goes behind them; the server runs it once the lock is
+            // held, and its reply is waited for together with theirs.
+            tx.begin("BEGIN")?;
+            let client: &Client = &tx.store.client;
+            tx.send_now(Box::pin(async move {
+                client.execute(&lock, &[&class, &key]).await?;
+                Ok(())
+            }))?;
+            f(tx)
         })
-        .inspect_err(|_| self.rollback())?;
-        self.run_and_commit(|tx| f(tx))
     }
 
     /// Runs `f`, which sends a single statement, outside any transaction (it commits on its
@@ -326,12 +330,8 @@ impl PgStore {
     /// change meanwhile.
     pub fn write_if_needed<T>(&mut self, mut f: impl FnMut(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.reconnect_if_closed()?;
-        self.client_wait(|c| async move {
-            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-        })?;
         let tx = PgTx::new(self, Mode::Look);
-        let looked = f(&tx);
+        let looked = tx.begin(BEGIN_READ).and_then(|()| f(&tx));
         drop(tx);
         self.rollback();
         match looked {
@@ -346,12 +346,8 @@ impl PgStore {
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         self.reconnect_if_closed()?;
-        self.client_wait(|c| async move {
-            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-        })?;
         let tx = PgTx::new(self, Mode::Read);
-        let out = f(&tx);
+        let out = tx.begin(BEGIN_READ).map_err(E::from).and_then(|()| f(&tx));
         drop(tx);
         self.rollback();
         out
@@ -630,10 +626,26 @@ impl<'s> PgTx<'s> {
         }))
     }
 
-    fn send_later(&self, mut reply: Later<'s>) -> Result<()> {
+    fn send_later(&self, reply: Later<'s>) -> Result<()> {
         if !self.defer {
             return wait(reply);
         }
+        self.send_now(reply)
+    }
+
+    /// Begins the transaction with `sql`, without waiting: the reply is read with the first
+    /// statement's (one round trip fewer per transaction).
+    fn begin(&self, sql: &'static str) -> Result<()> {
+        let client: &'s Client = &self.store.client;
+        self.send_now(Box::pin(async move {
+            client.batch_execute(sql).await?;
+            Ok(())
+        }))
+    }
+
+    /// Sends the statement of `reply` without waiting for its reply, whatever the kind of
+    /// transaction (`BEGIN`, and a write transaction's lock): it is read with the next one's.
+    fn send_now(&self, mut reply: Later<'s>) -> Result<()> {
         // The first poll encodes the statement and hands it to the connection, behind the
         // statements sent before it.
         match reply.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
