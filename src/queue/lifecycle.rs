@@ -132,9 +132,9 @@ fn claim_free(
     free: usize,
     (counts, queued): (std::collections::HashMap<String, u32>, Vec<String>),
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
-    let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
+    let mut unknown = Vec::new();
     if free == 0 {
-        return Ok((claimed, unknown));
+        return Ok((Vec::new(), unknown));
     }
     let mut candidates: Vec<QueuedCandidate> = Vec::new();
     for name in queued {
@@ -178,19 +178,7 @@ fn claim_free(
         .take(free)
         .map(|c| (c.id, c.resume))
         .collect();
-    for ((run, seq), &(_, resume)) in tx
-        .start_attempts(&chosen, owner, now)?
-        .into_iter()
-        .zip(&chosen)
-    {
-        claimed.push(Claimed {
-            attempt: run.attempt,
-            run,
-            seq,
-            resumed: resume,
-        });
-    }
-    Ok((claimed, unknown))
+    Ok((start(tx, &chosen, owner, now)?, unknown))
 }
 
 /// Claims up to `max` of `ids` that are queued, in order, respecting each job's `concurrency` (a
@@ -215,7 +203,7 @@ pub fn claim_these(
     }
     candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));
     let mut counts = tx.running_counts()?;
-    let mut claimed = Vec::new();
+    let mut chosen = Vec::new();
     let mut blocked = Vec::new();
     for run in candidates {
         let limit = config.job(&run.job).map(|j| j.concurrency).unwrap_or(1);
@@ -224,23 +212,28 @@ pub fn claim_these(
             blocked.push(run.job.clone());
             continue;
         }
-        if claimed.len() >= max {
+        if chosen.len() >= max {
             break;
         }
         *n += 1;
-        claimed.push(start(tx, run.id, owner, now, run.resume)?);
+        chosen.push((run.id, run.resume));
     }
-    Ok((claimed, blocked))
+    Ok((start(tx, &chosen, owner, now)?, blocked))
 }
 
-fn start(tx: &Tx<'_>, id: RunId, owner: &str, now: Time, resume: bool) -> Result<Claimed> {
-    let (run, seq) = tx.start_attempt(id, owner, now, resume)?;
-    Ok(Claimed {
-        attempt: run.attempt,
-        run,
-        seq,
-        resumed: resume,
-    })
+/// Starts the attempts of `runs` (id, whether it resumes), in order, at once.
+fn start(tx: &Tx<'_>, runs: &[(RunId, bool)], owner: &str, now: Time) -> Result<Vec<Claimed>> {
+    Ok(tx
+        .start_attempts(runs, owner, now)?
+        .into_iter()
+        .zip(runs)
+        .map(|((run, seq), &(_, resumed))| Claimed {
+            attempt: run.attempt,
+            run,
+            seq,
+            resumed,
+        })
+        .collect())
 }
 
 /// Records a finished attempt and moves the run on: succeeded (releasing its dependents),
