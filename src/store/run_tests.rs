@@ -533,6 +533,61 @@ conformance! {
         assert_eq!(read(&mut db, |tx| tx.attempt_output(a, seq + 1).unwrap()), None);
     }
 
+    fn running_counts_follow_every_way_in_and_out_of_running(engine) {
+        // Each engine answers from its own bookkeeping (PostgreSQL: a table its triggers keep);
+        // after every write it must equal a count of the running runs themselves.
+        let mut db = db(engine);
+        let check = |db: &mut Db, what: &str| {
+            let counted = read(db, |tx| tx.running_counts().unwrap());
+            let running = read(db, |tx| {
+                tx.list_runs(&RunFilter { states: vec![RunState::Running], ..RunFilter::default() })
+                    .unwrap()
+            });
+            let mut expected = std::collections::HashMap::new();
+            for r in running {
+                *expected.entry(r.job).or_insert(0u32) += 1;
+            }
+            assert_eq!(counted, expected, "after {what}");
+        };
+        let ids = write(&mut db, |tx| {
+            (0..8).map(|i| insert(tx, queued(if i % 2 == 0 { "a" } else { "b" }, t0()))).collect::<Vec<_>>()
+        });
+        check(&mut db, "enqueue");
+        let starts: Vec<_> = ids[..6].iter().map(|&id| (id, false)).collect();
+        write(&mut db, |tx| tx.start_attempts(&starts, "daemon", t0()).unwrap());
+        check(&mut db, "six starts");
+        write(&mut db, |tx| {
+            tx.finish_run(ids[0], RunState::Succeeded, t0() + ms(1), None, Some(0), None).unwrap();
+            tx.set_retrying(ids[1], t0() + ms(50), "exit code 1", Some(1), None).unwrap();
+            tx.requeue(ids[2], true, t0() + ms(1)).unwrap();
+            tx.suspend_run(ids[3], Some(t0() + ms(60)), None).unwrap();
+        });
+        check(&mut db, "a finish, a retry, a requeue and a suspension");
+        write(&mut db, |tx| {
+            tx.start_attempt(ids[2], "daemon", t0() + ms(2), false).unwrap();
+            tx.set_state(ids[4], RunState::Dead).unwrap();
+            tx.finish_run(ids[2], RunState::Cancelled, t0() + ms(3), None, None, Some(15)).unwrap();
+        });
+        check(&mut db, "a start and an end in one transaction");
+        // Written as running (as an import does), then purged once finished.
+        let direct = write(&mut db, |tx| {
+            insert(tx, NewRun { state: RunState::Running, owner: Some("daemon"), ..queued("c", t0()) })
+        });
+        check(&mut db, "a run inserted as running");
+        write(&mut db, |tx| tx.finish_run(direct, RunState::Succeeded, t0() + ms(4), None, Some(0), None).unwrap());
+        write(&mut db, |tx| tx.purge(None, false).unwrap());
+        check(&mut db, "a purge");
+        write(&mut db, |tx| {
+            for &id in &ids[4..6] {
+                if tx.run(id).unwrap().is_some_and(|r| r.state == RunState::Running) {
+                    tx.finish_run(id, RunState::Succeeded, t0() + ms(5), None, Some(0), None).unwrap();
+                }
+            }
+        });
+        check(&mut db, "the last ends");
+        assert!(read(&mut db, |tx| tx.running_counts().unwrap()).is_empty());
+    }
+
     fn attempts_and_owners(engine) {
         let mut db = db(engine);
         let (a, b, c, d) = write(&mut db, |tx| {

@@ -323,4 +323,61 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE attempts ADD COLUMN output bytea;
     "#,
+    // 3: how many runs of each job are running, kept by triggers (`job_running`), for claims.
+    // Counting them from `runs` read an index entry for every run that had been running since
+    // the last vacuum (a dead row's entries stay until then; a bitmap scan never marks them), so
+    // each claim slowed as runs went through. And one trigger function for a run's change of
+    // state instead of three: a trigger call costs more than the statements in it.
+    r#"
+    CREATE TABLE job_running (
+        job text    PRIMARY KEY,
+        n   integer NOT NULL
+    );
+    INSERT INTO job_running (job, n) SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job;
+
+    CREATE FUNCTION worker_run_state() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO changes (run_id, state) VALUES (NEW.id, NEW.state);
+        IF OLD.state = 'running' THEN
+            UPDATE job_running SET n = n - 1 WHERE job = OLD.job;
+            -- A slot freed: wake the nodes if a run of the job waits for one (this one, requeued).
+            IF NEW.state = 'queued' OR EXISTS (SELECT 1 FROM runs WHERE job = NEW.job AND state = 'queued') THEN
+                PERFORM pg_notify('worker_wake', current_schema());
+            END IF;
+        ELSIF NEW.state = 'running' THEN
+            UPDATE job_running SET n = n + 1 WHERE job = NEW.job;
+            IF NOT FOUND THEN
+                INSERT INTO job_running AS j (job, n) VALUES (NEW.job, 1)
+                    ON CONFLICT (job) DO UPDATE SET n = j.n + 1;
+            END IF;
+        ELSIF NEW.state = 'queued' THEN
+            -- A run became startable: its dependencies done, its delay or backoff over.
+            PERFORM pg_notify('worker_wake', current_schema());
+        END IF;
+        RETURN NULL;
+    END $$;
+    DROP TRIGGER runs_changed ON runs;
+    DROP TRIGGER runs_ready_wake ON runs;
+    DROP TRIGGER runs_slot_wake ON runs;
+    DROP FUNCTION worker_slot_wake();
+    CREATE TRIGGER runs_state AFTER UPDATE OF state ON runs
+        FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+        EXECUTE FUNCTION worker_run_state();
+
+    -- Runs written or deleted as running (an import, a test, a purge of a broken store).
+    CREATE FUNCTION worker_job_running() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO job_running AS j (job, n) VALUES (NEW.job, 1)
+                ON CONFLICT (job) DO UPDATE SET n = j.n + 1;
+        ELSE
+            UPDATE job_running SET n = n - 1 WHERE job = OLD.job;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER runs_running_inserted AFTER INSERT ON runs
+        FOR EACH ROW WHEN (NEW.state = 'running') EXECUTE FUNCTION worker_job_running();
+    CREATE TRIGGER runs_running_deleted AFTER DELETE ON runs
+        FOR EACH ROW WHEN (OLD.state = 'running') EXECUTE FUNCTION worker_job_running();
+    "#,
 ];

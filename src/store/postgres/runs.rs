@@ -79,8 +79,8 @@ const SQL_DUE_RUNS: &str = "SELECT id, state FROM runs WHERE state IN ('delayed'
 const SQL_NEXT_DUE: &str =
     "SELECT min(due_at) FROM runs WHERE state IN ('delayed', 'retrying', 'suspended')";
 
-const SQL_RUNNING_COUNTS: &str =
-    "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job";
+/// Kept by triggers on `runs` (migration 3).
+const SQL_RUNNING_COUNTS: &str = "SELECT job, n FROM job_running WHERE n > 0";
 
 const SQL_OWNERS: &str = concat!(
     "SELECT DISTINCT owner FROM runs WHERE ",
@@ -274,7 +274,7 @@ fn brief_from_row(row: &Row) -> Result<RunBrief> {
 fn running_counts_from(rows: &[Row]) -> Result<HashMap<String, u32>> {
     rows.iter()
         .map(|r| {
-            let n: i64 = r.try_get(1)?;
+            let n: i32 = r.try_get(1)?;
             Ok((
                 r.try_get(0)?,
                 u32::try_from(n).map_err(|_| corrupt(format!("{n} running runs")))?,
