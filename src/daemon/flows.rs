@@ -66,6 +66,13 @@ pub(super) struct Decided {
     pub new_flow: Option<Flow>,
 }
 
+impl Decided {
+    /// Whether the run leaves the engine (ended or suspended), freeing its slot.
+    pub fn leaves(&self) -> bool {
+        matches!(self.next, Next::Parked(_) | Next::Ended(_))
+    }
+}
+
 /// The rows (steps, brief) of the workflow runs a turn decides about: read together (a query
 /// each on PostgreSQL), then kept per run for all of the turn's decisions about it — several of a run's
 /// steps may end in one turn. Lives in the turn's transaction only.

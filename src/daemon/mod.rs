@@ -93,6 +93,9 @@ struct Turn {
     unknown: Vec<String>,
     /// Workflow runs decided on (claimed, a step ended, looked at again), to apply.
     decided: Vec<flows::Decided>,
+    /// How many of `decided`'s runs that left (ended, suspended) this turn's claim counted as
+    /// gone: their slots need no further turn.
+    left_counted: usize,
     /// Running runs whose cancellation was requested.
     cancels: Vec<RunId>,
     /// When the next delayed or retrying run is due.
@@ -755,12 +758,10 @@ impl Engine {
         // Process slots: plain attempts and process steps count; the attempts that just ended
         // no longer do (their steps' handles are already gone).
         let live = self.live_processes().saturating_sub(dones.len());
-        let slots_freed = !dones.is_empty()
-            || step_dones.iter().any(|d| d.process)
-            || std::mem::take(&mut self.flow_left);
+        let flow_left = std::mem::take(&mut self.flow_left);
+        let slots_freed = !dones.is_empty() || step_dones.iter().any(|d| d.process) || flow_left;
         // A workflow run whose steps run several processes takes more than its run's slot.
-        let extra_processes =
-            live.saturating_sub(self.running.len().saturating_sub(dones.len()) + self.flows.len());
+        let plain_running = self.running.len().saturating_sub(dones.len());
         let revisit = self.flows_to_revisit(now, slots_freed);
         // Once shutting down, nothing fires: the next start catches up per `catch_up`.
         let due_schedules = if accept {
@@ -852,12 +853,19 @@ impl Engine {
                     seen.insert(d.run);
                 }
             }
+            // Workflow runs that the ends above ended or suspended: their slots are free for
+            // this turn's claim already, not only for the next turn's.
+            let left = decided.iter().filter(|d| d.leaves()).count();
             let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
+            let mut left_counted = 0;
             if accept {
                 if promote {
                     lifecycle::promote_due(tx, &config, now)?;
                 }
-                if slots_free {
+                if slots_free || left > 0 {
+                    left_counted = left;
+                    let flows_left = flows_map.len().saturating_sub(left);
+                    let extra_processes = live.saturating_sub(plain_running + flows_left);
                     let cap = limit.saturating_sub(extra_processes);
                     (claimed, unknown) = match own_runs {
                         // A node of a shared store: `concurrency` is its own capacity.
@@ -866,7 +874,7 @@ impl Engine {
                             &config,
                             &owner,
                             now,
-                            cap.saturating_sub(own),
+                            cap.saturating_sub(own.saturating_sub(left)),
                         )?,
                         None => lifecycle::claim(tx, &config, &owner, now, cap)?,
                     };
@@ -952,6 +960,7 @@ impl Engine {
                 claimed,
                 unknown,
                 decided,
+                left_counted,
                 cancels,
                 next_due,
                 firing,
@@ -1016,9 +1025,13 @@ impl Engine {
                 self.launch(c);
             }
         }
+        let left = turn.decided.iter().filter(|d| d.leaves()).count();
         for d in turn.decided {
             self.apply(d);
         }
+        // A slot freed by a run that left is claimed for by the next turn at once, unless this
+        // turn's claim already counted it.
+        self.flow_left = left > turn.left_counted;
         Ok(self.next_wake(turn.next_due, accept))
     }
 

@@ -86,8 +86,6 @@ steps:
     assert_eq!(step(&r, "one")["outputs"], json!({"a": "from-one"}));
 }
 
-/// A daemon restarted in the middle of a 3 s sleep wakes the run at the right time: not
-/// earlier, not twice.
 #[test]
 fn workflow_runs_beyond_the_concurrency_limit_all_run() {
     // A workflow run that ends frees its slot for the next queued one, though no process
@@ -102,6 +100,46 @@ fn workflow_runs_beyond_the_concurrency_limit_all_run() {
     }
 }
 
+#[test]
+fn a_workflow_run_that_ends_without_a_process_hands_its_slot_on_in_the_same_turn() {
+    // The turn that records the `http` step's end, and so ends the run, claims the next queued
+    // run into the freed slot: started at the very instant the previous one finished, without a
+    // turn of its own in between.
+    let http = Http::start();
+    http.rt.block_on(
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(wiremock::ResponseTemplate::new(200))
+            .mount(&http.server),
+    );
+    let e = Env::new();
+    e.file("scheduler.yaml", "concurrency: 1\n");
+    e.job(
+        "get",
+        &format!(
+            "steps:\n  - name: get\n    http: {{ method: GET, url: \"{}\" }}\n",
+            http.url("/ping")
+        ),
+    );
+    let ids: Vec<i64> = (0..4).map(|_| e.add(&["get"])).collect();
+    let _d = e.daemon();
+    let runs: Vec<Value> = ids
+        .iter()
+        .map(|&id| e.wait_state(id, &["succeeded", "dead"]))
+        .collect();
+    for r in &runs {
+        assert_eq!(r["state"], "succeeded", "{r}");
+    }
+    for pair in runs.windows(2) {
+        assert_eq!(
+            pair[1]["started_at"], pair[0]["finished_at"],
+            "run {} started in the turn that ended run {}",
+            pair[1]["id"], pair[0]["id"]
+        );
+    }
+}
+
+/// A daemon restarted in the middle of a 3 s sleep wakes the run at the right time: not
+/// earlier, not twice.
 #[test]
 fn a_durable_sleep_survives_a_restart_and_wakes_once_on_time() {
     let e = Env::new();
