@@ -994,6 +994,58 @@ mod tests {
     use crate::store::testing::{Engine, TestStore};
     use tokio_postgres::types::Type;
 
+    /// A store migrated from version 2 (before `job_running`) counts the runs that were
+    /// running then, and keeps counting from there.
+    #[test]
+    fn running_counts_carry_over_the_migration_that_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(test_store) = TestStore::new(Engine::Postgres, dir.path()) else {
+            return;
+        };
+        let Location::Postgres(url) = &test_store.location else {
+            unreachable!()
+        };
+        let client = PgStore::open_client(url).unwrap();
+        let v2 = super::super::migrations::MIGRATIONS[..2].join("\n");
+        wait(client.batch_execute(&format!(
+            "{v2}
+             CREATE TABLE worker_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO worker_schema (version) VALUES (1), (2);
+             INSERT INTO runs (job, state, priority, trigger, max_attempts, created_at, due_at, owner) \
+             SELECT 'j' || (i % 2), (ARRAY['running', 'queued', 'succeeded'])[1 + i % 3], 1, 'queue', 1, \
+             now(), now(), 'daemon' FROM generate_series(1, 12) i;"
+        )))
+        .unwrap();
+        drop(client);
+        let mut store = test_store.open();
+        let counts =
+            |store: &mut crate::store::Store| store.read(|tx| tx.running_counts()).unwrap();
+        let expected: std::collections::HashMap<String, u32> =
+            [("j0".to_string(), 2), ("j1".to_string(), 2)]
+                .into_iter()
+                .collect();
+        assert_eq!(counts(&mut store), expected);
+        // Run 4 is queued in job j0: started, it counts; run 3 (running, j1) ends.
+        store
+            .write(|tx| {
+                tx.start_attempt(4, "daemon", chrono::Utc::now(), false)?;
+                tx.finish_run(
+                    3,
+                    crate::model::RunState::Succeeded,
+                    chrono::Utc::now(),
+                    None,
+                    Some(0),
+                    None,
+                )
+            })
+            .unwrap();
+        let expected: std::collections::HashMap<String, u32> =
+            [("j0".to_string(), 3), ("j1".to_string(), 1)]
+                .into_iter()
+                .collect();
+        assert_eq!(counts(&mut store), expected);
+    }
+
     /// A realistic value for a parameter of `ty`, as an SQL literal.
     fn literal(ty: &Type) -> &'static str {
         match *ty {
