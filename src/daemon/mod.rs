@@ -864,8 +864,8 @@ impl Engine {
                 }
                 if slots_free || left > 0 {
                     left_counted = left;
-                    let flows_left = flows_map.len().saturating_sub(left);
-                    let extra_processes = live.saturating_sub(plain_running + flows_left);
+                    let flows_staying = flows_map.len().saturating_sub(left);
+                    let extra_processes = live.saturating_sub(plain_running + flows_staying);
                     let cap = limit.saturating_sub(extra_processes);
                     (claimed, unknown) = match own_runs {
                         // A node of a shared store: `concurrency` is its own capacity.
