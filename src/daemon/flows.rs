@@ -66,11 +66,15 @@ pub(super) struct Decided {
     pub new_flow: Option<Flow>,
 }
 
-impl Decided {
-    /// Whether the run leaves the engine (ended or suspended), freeing its slot.
-    pub fn leaves(&self) -> bool {
-        matches!(self.next, Next::Parked(_) | Next::Ended(_))
-    }
+/// How many runs the decisions let go (ended or suspended), each freeing its slot: counted once
+/// per run, however many of its steps ended in the turn.
+pub(super) fn runs_leaving(decided: &[Decided]) -> usize {
+    decided
+        .iter()
+        .filter(|d| matches!(d.next, Next::Parked(_) | Next::Ended(_)))
+        .map(|d| d.run)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// The rows (steps, brief) of the workflow runs a turn decides about: read together (a query

@@ -855,7 +855,7 @@ impl Engine {
             }
             // Workflow runs that the ends above ended or suspended: their slots are free for
             // this turn's claim already, not only for the next turn's.
-            let left = decided.iter().filter(|d| d.leaves()).count();
+            let left = flows::runs_leaving(&decided);
             let (mut claimed, mut unknown) = (Vec::new(), Vec::new());
             let mut left_counted = 0;
             if accept {
@@ -1025,7 +1025,7 @@ impl Engine {
                 self.launch(c);
             }
         }
-        let left = turn.decided.iter().filter(|d| d.leaves()).count();
+        let left = flows::runs_leaving(&turn.decided);
         for d in turn.decided {
             self.apply(d);
         }
