@@ -293,7 +293,8 @@ impl Engine {
         self.flows.values().filter_map(|f| f.wake).min()
     }
 
-    /// Applies a committed decision: launches steps, or lets the flow go (suspended, ended).
+    /// Applies a committed decision: launches steps, or lets the flow go (suspended, ended; the
+    /// turn says whether its slot still needs a claim).
     pub(super) fn apply(&mut self, d: Decided) {
         if let Some(flow) = d.new_flow {
             self.flows.insert(d.run, flow);
@@ -316,13 +317,11 @@ impl Engine {
                 if let Some(flow) = self.flows.remove(&d.run) {
                     info!(job = %flow.run.job, run = d.run, wake = ?wake, "suspended: sleeping or waiting for a signal");
                 }
-                self.flow_left = true;
             }
             Next::Ended(state) => {
                 if let Some(flow) = self.flows.remove(&d.run) {
                     info!(job = %flow.run.job, run = d.run, attempt = flow.run.attempt, state = %state, "attempt ended");
                 }
-                self.flow_left = true;
             }
         }
     }

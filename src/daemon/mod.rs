@@ -175,8 +175,8 @@ struct Engine {
     enqueued_wake: Arc<Notify>,
     /// A turn took the write lock since the last housekeeping.
     wrote: bool,
-    /// A workflow run ended or was suspended since the last turn: its slot is free, and the
-    /// next turn (which comes at once) claims.
+    /// A workflow run ended or was suspended after the last turn's claim: its slot is free, and
+    /// the next turn (which comes at once) claims.
     flow_left: bool,
     /// When the next delayed or retrying run is due, as of the last turn.
     next_due_runs: Option<Time>,
