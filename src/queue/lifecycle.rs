@@ -12,7 +12,7 @@ use crate::alert::{self, Event};
 use crate::config::Config;
 use crate::model::{EventKind, Run, RunId, RunState, Time, Trigger};
 use crate::queue::retry::DEFAULT_RETRY_POLICY;
-use crate::store::{QueuedCandidate, Result, RunBrief, StoreError, Tx};
+use crate::store::{QueuedCandidate, Result, RunBrief, StoreError, Tx, paged_candidates};
 
 /// A run whose attempt has just been started by the caller's lease.
 #[derive(Debug, Clone)]
@@ -97,14 +97,13 @@ pub fn claim(
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
     let (counts, queued) = tx.claim_outlook()?;
     let total: usize = counts.values().map(|&n| n as usize).sum();
-    claim_free(
-        tx,
-        config,
-        owner,
-        now,
-        global_limit.saturating_sub(total),
-        (counts, queued),
-    )
+    let free = global_limit.saturating_sub(total);
+    if free == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let limits = job_limits(config);
+    let candidates = paged_candidates(tx, &counts, &queued, &limits, owner, free_u32(free))?;
+    choose_and_start(tx, config, owner, now, free, candidates, queued)
 }
 
 /// As [`claim`], for one node of a shared store: at most `free` runs (the node's own capacity
@@ -119,59 +118,39 @@ pub fn claim_up_to(
     if free == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let outlook = tx.claim_outlook()?;
-    claim_free(tx, config, owner, now, free, outlook)
+    let limits = job_limits(config);
+    let (candidates, queued) = tx.claim_candidates(owner, &limits, free_u32(free))?;
+    choose_and_start(tx, config, owner, now, free, candidates, queued)
 }
 
-/// Claims up to `free` runs, given the running counts per job and the jobs with queued runs.
-fn claim_free(
+/// Each defined job's `concurrency`, sorted by name.
+fn job_limits(config: &Config) -> Vec<(&str, u32)> {
+    config
+        .jobs
+        .iter()
+        .map(|(name, job)| (name.as_str(), job.concurrency))
+        .collect()
+}
+
+fn free_u32(free: usize) -> u32 {
+    u32::try_from(free).unwrap_or(u32::MAX)
+}
+
+/// Starts the best `free` of `candidates` (priority, due time, id); the jobs of `queued` that
+/// `config` does not define are returned for the caller to report.
+fn choose_and_start(
     tx: &Tx<'_>,
     config: &Config,
     owner: &str,
     now: Time,
     free: usize,
-    (counts, queued): (std::collections::HashMap<String, u32>, Vec<String>),
+    mut candidates: Vec<QueuedCandidate>,
+    queued: Vec<String>,
 ) -> Result<(Vec<Claimed>, Vec<String>)> {
-    let mut unknown = Vec::new();
-    if free == 0 {
-        return Ok((Vec::new(), unknown));
-    }
-    let mut candidates: Vec<QueuedCandidate> = Vec::new();
-    for name in queued {
-        let Some(job) = config.job(&name) else {
-            unknown.push(name);
-            continue;
-        };
-        let room = job
-            .concurrency
-            .saturating_sub(counts.get(&name).copied().unwrap_or(0)) as usize;
-        let want = room.min(free);
-        if want == 0 {
-            continue;
-        }
-        // The job's best `want` runs, past those reserved by another lease.
-        let page = (want as u32).clamp(4, 512);
-        let mut after: Option<QueuedCandidate> = None;
-        let mut taken = 0;
-        'job: loop {
-            let rows = tx.queued_of_job(&name, after.as_ref(), page)?;
-            let exhausted = (rows.len() as u32) < page;
-            for c in &rows {
-                if c.owner.as_deref().is_some_and(|o| o != owner) {
-                    continue;
-                }
-                candidates.push(c.clone());
-                taken += 1;
-                if taken == want {
-                    break 'job;
-                }
-            }
-            if exhausted {
-                break;
-            }
-            after = rows.last().cloned();
-        }
-    }
+    let unknown = queued
+        .into_iter()
+        .filter(|name| config.job(name).is_none())
+        .collect();
     candidates.sort_by(|a, b| (b.priority, a.due_at, a.id).cmp(&(a.priority, b.due_at, b.id)));
     let chosen: Vec<(RunId, bool)> = candidates
         .iter()

@@ -37,6 +37,7 @@ pub use metrics::{Count, Hist, MetricCounts, MetricOps};
 pub use nodes::{Beat, Join, NodeId, NodeOps, NodeRow, node_owner, owner_node};
 pub use runs::{
     JobStats, NewRun, Purged, QueuedCandidate, RunBrief, RunFilter, RunOps, StatusCounts,
+    paged_candidates,
 };
 pub use schedules::{FireRecord, ScheduleOps};
 pub use steps::{StepEnd, StepOps};

@@ -444,6 +444,52 @@ conformance! {
         assert_eq!(run.due_at, t0(), "stored to the millisecond");
     }
 
+    /// A node's claim reads, for each job with queued runs, its first runs that no other owner
+    /// reserved, as many as the job has room for (its concurrency less its running runs, across
+    /// owners) and the node has free; every job with queued runs is named, also one without
+    /// room and one not defined.
+    fn claim_candidates_are_each_jobs_first_free_runs_within_its_room(engine) {
+        let mut db = db(engine);
+        let (a_expected, d_expected) = write(&mut db, |tx| {
+            let at = |job, n: i64| queued(job, t0() + ms(n));
+            let running = |job| NewRun { state: RunState::Running, owner: Some("node:x"), ..queued(job, t0()) };
+            insert(tx, running("a"));
+            insert(tx, running("b"));
+            // More runs reserved by another owner than a page holds, ahead of a's free ones.
+            for n in 0..5 {
+                insert(tx, NewRun { owner: Some("job-9"), ..at("a", n) });
+            }
+            let mine = insert(tx, NewRun { owner: Some("node:me"), ..at("a", 10) });
+            let free = insert(tx, at("a", 11));
+            insert(tx, at("a", 12));
+            insert(tx, at("b", 0));
+            insert(tx, at("c", 0));
+            let d: Vec<RunId> = (0..3).map(|n| insert(tx, at("d", n))).collect();
+            (vec![mine, free], d)
+        });
+        let limits = [("a", 3), ("b", 1), ("d", 10)];
+        let ids = |c: &[crate::store::QueuedCandidate], job: &str| -> Vec<RunId> {
+            let mut v: Vec<RunId> = c.iter().filter(|c| c.job == job).map(|c| c.id).collect();
+            v.sort_unstable();
+            v
+        };
+        let (got, queued_jobs) =
+            read(&mut db, |tx| tx.claim_candidates("node:me", &limits, 2).unwrap());
+        assert_eq!(queued_jobs, ["a", "b", "c", "d"]);
+        assert_eq!(ids(&got, "a"), a_expected, "a: room 2 (3 less 1 running), past job-9's");
+        assert_eq!(ids(&got, "d"), d_expected[..2], "d: room 10, 2 free on the node");
+        assert_eq!(got.len(), 4, "b has no room, c is not defined: {got:?}");
+        let mine = got.iter().find(|c| c.id == a_expected[0]).unwrap();
+        assert_eq!(
+            (mine.owner.as_deref(), mine.priority, mine.due_at, mine.resume),
+            (Some("node:me"), Priority::Normal.rank(), (t0() + ms(10)).timestamp_millis(), false)
+        );
+        let (none, queued_jobs) =
+            read(&mut db, |tx| tx.claim_candidates("node:me", &limits, 0).unwrap());
+        assert!(none.is_empty(), "no slot free: {none:?}");
+        assert_eq!(queued_jobs, ["a", "b", "c", "d"]);
+    }
+
     /// Every column of a run reads back as written (instants to the millisecond).
     fn a_run_reads_back_as_written(engine) {
         let mut db = db(engine);

@@ -56,6 +56,57 @@ pub struct QueuedCandidate {
     pub resume: bool,
 }
 
+/// [`RunOps::claim_candidates`] from the running counts and the jobs with queued runs read
+/// already: each job's candidates page by page from its own ordered index, past the runs other
+/// owners reserved.
+pub fn paged_candidates<T: RunOps + ?Sized>(
+    tx: &T,
+    counts: &HashMap<String, u32>,
+    queued: &[String],
+    limits: &[(&str, u32)],
+    owner: &str,
+    free: u32,
+) -> Result<Vec<QueuedCandidate>> {
+    let mut candidates = Vec::new();
+    if free == 0 {
+        return Ok(candidates);
+    }
+    for name in queued {
+        let Ok(i) = limits.binary_search_by(|(job, _)| (*job).cmp(name.as_str())) else {
+            continue;
+        };
+        let room = limits[i]
+            .1
+            .saturating_sub(counts.get(name).copied().unwrap_or(0));
+        let want = room.min(free);
+        if want == 0 {
+            continue;
+        }
+        let page = want.clamp(4, 512);
+        let mut after: Option<QueuedCandidate> = None;
+        let mut taken = 0;
+        'job: loop {
+            let rows = tx.queued_of_job(name, after.as_ref(), page)?;
+            let exhausted = (rows.len() as u32) < page;
+            for c in &rows {
+                if c.owner.as_deref().is_some_and(|o| o != owner) {
+                    continue;
+                }
+                candidates.push(c.clone());
+                taken += 1;
+                if taken == want {
+                    break 'job;
+                }
+            }
+            if exhausted {
+                break;
+            }
+            after = rows.last().cloned();
+        }
+    }
+    Ok(candidates)
+}
+
 /// Which runs a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -190,6 +241,22 @@ pub trait RunOps {
     /// PostgreSQL both sent at once, one round trip.
     fn claim_outlook(&self) -> Result<(HashMap<String, u32>, Vec<String>)> {
         Ok((self.running_counts()?, self.queued_jobs()?))
+    }
+
+    /// What a node's claim of up to `free` runs for `owner` chooses from: for each job with
+    /// queued runs, its first runs in start order that no other owner has reserved — at most
+    /// `free`, and at most the job's room: its concurrency in `limits` (sorted by name) less its
+    /// running runs (a job missing from `limits` gets none). Returns them with the jobs that
+    /// have queued runs, in name order. On PostgreSQL one statement, however many jobs wait.
+    fn claim_candidates(
+        &self,
+        owner: &str,
+        limits: &[(&str, u32)],
+        free: u32,
+    ) -> Result<(Vec<QueuedCandidate>, Vec<String>)> {
+        let (counts, queued) = self.claim_outlook()?;
+        let candidates = paged_candidates(self, &counts, &queued, limits, owner, free)?;
+        Ok((candidates, queued))
     }
 
     /// Queued runs of `job` in start order (priority, then due time, then id), after the

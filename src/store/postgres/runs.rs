@@ -113,6 +113,25 @@ const SQL_QUEUED_JOBS: &str = "WITH RECURSIVE q(job) AS (\
      FROM q WHERE q.job IS NOT NULL) \
      SELECT job FROM q WHERE job IS NOT NULL";
 
+/// [`RunOps::claim_candidates`] in one statement: the jobs with queued runs (as
+/// [`SQL_QUEUED_JOBS`]), each with its first runs that no other owner reserved, as many as its
+/// room (its concurrency, $1/$2, less its running runs) and at most $4. A job without room
+/// still gives one row, without a run: the caller learns which jobs wait.
+const SQL_CLAIM_CANDIDATES: &str = "WITH RECURSIVE q(job) AS (\
+     (SELECT job FROM runs WHERE state = 'queued' ORDER BY job LIMIT 1) \
+     UNION ALL \
+     SELECT (SELECT r.job FROM runs r WHERE r.state = 'queued' AND r.job > q.job ORDER BY r.job LIMIT 1) \
+     FROM q WHERE q.job IS NOT NULL), \
+     lim(job, concurrency) AS (SELECT * FROM unnest($1::text[], $2::int4[])) \
+     SELECT q.job, c.id, c.priority, c.due_at, c.owner, c.resume FROM q \
+     LEFT JOIN lim ON lim.job = q.job \
+     LEFT JOIN LATERAL (SELECT id, priority, due_at, owner, resume FROM runs \
+     WHERE state = 'queued' AND job = q.job AND (owner IS NULL OR owner = $3) \
+     ORDER BY priority DESC, due_at, id \
+     LIMIT least($4::int8, greatest(coalesce(lim.concurrency, 0) \
+     - coalesce((SELECT n FROM job_running jr WHERE jr.job = q.job), 0), 0))) c ON true \
+     WHERE q.job IS NOT NULL";
+
 const SQL_RUN_BY_KEY: &str = "SELECT id FROM runs WHERE job = $1 AND key = $2";
 
 const SQL_DEP_STATES: &str = "SELECT r.id, r.job, r.state FROM run_deps d JOIN runs r ON r.id = d.dep_id \
@@ -178,6 +197,7 @@ pub(super) const HOT_SQL: &[&str] = &[
     SQL_QUEUED_JOB_FIRST,
     SQL_QUEUED_JOB_AFTER,
     SQL_QUEUED_JOBS,
+    SQL_CLAIM_CANDIDATES,
     SQL_RUN_BY_KEY,
     SQL_DEP_STATES,
     SQL_DEPENDENTS,
@@ -510,6 +530,44 @@ impl RunOps for PgTx<'_> {
     fn claim_outlook(&self) -> Result<(HashMap<String, u32>, Vec<String>)> {
         let (counts, queued) = self.query_pair(SQL_RUNNING_COUNTS, SQL_QUEUED_JOBS)?;
         Ok((running_counts_from(&counts)?, queued_jobs_from(&queued)?))
+    }
+
+    fn claim_candidates(
+        &self,
+        owner: &str,
+        limits: &[(&str, u32)],
+        free: u32,
+    ) -> Result<(Vec<QueuedCandidate>, Vec<String>)> {
+        let (jobs, concurrency): (Vec<&str>, Vec<i32>) = limits
+            .iter()
+            .map(|&(job, c)| (job, i32::try_from(c).unwrap_or(i32::MAX)))
+            .unzip();
+        let rows = self.query(
+            SQL_CLAIM_CANDIDATES,
+            &[&jobs, &concurrency, &owner, &i64::from(free)],
+        )?;
+        let mut queued = Vec::new();
+        let mut candidates = Vec::new();
+        for row in &rows {
+            let job: String = row.try_get(0)?;
+            if let Some(id) = row.try_get::<_, Option<RunId>>(1)? {
+                candidates.push(QueuedCandidate {
+                    id,
+                    job: job.clone(),
+                    priority: i64::from(row.try_get::<_, i32>(2)?),
+                    due_at: row.try_get::<_, Time>(3)?.timestamp_millis(),
+                    owner: row.try_get(4)?,
+                    resume: row.try_get(5)?,
+                });
+            }
+            if queued.last() != Some(&job) {
+                queued.push(job);
+            }
+        }
+        // In the database's collation: sorted by byte, as the other engine lists them.
+        queued.sort_unstable();
+        queued.dedup();
+        Ok((candidates, queued))
     }
 
     fn queued_of_job(
@@ -1053,6 +1111,7 @@ mod tests {
             Type::FLOAT8 => "'30'",
             Type::TIMESTAMPTZ => "'2026-11-21T12:00:00Z'",
             Type::TEXT_ARRAY => "'{queued,running}'",
+            Type::INT4_ARRAY => "'{2,3}'",
             Type::TEXT => "'j3'",
             _ => panic!("no test value for a parameter of type {ty}"),
         }
