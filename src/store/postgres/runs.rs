@@ -123,7 +123,7 @@ const SQL_CLAIM_CANDIDATES: &str = "WITH RECURSIVE q(job) AS (\
      SELECT (SELECT r.job FROM runs r WHERE r.state = 'queued' AND r.job > q.job ORDER BY r.job LIMIT 1) \
      FROM q WHERE q.job IS NOT NULL), \
      lim(job, concurrency) AS (SELECT * FROM unnest($1::text[], $2::int4[])) \
-     SELECT q.job, c.id, c.priority, c.due_at, c.owner, c.resume FROM q \
+     SELECT c.id, q.job, c.priority, c.due_at, c.owner, c.resume FROM q \
      LEFT JOIN lim ON lim.job = q.job \
      LEFT JOIN LATERAL (SELECT id, priority, due_at, owner, resume FROM runs \
      WHERE state = 'queued' AND job = q.job AND (owner IS NULL OR owner = $3) \
@@ -549,17 +549,11 @@ impl RunOps for PgTx<'_> {
         let mut queued = Vec::new();
         let mut candidates = Vec::new();
         for row in &rows {
-            let job: String = row.try_get(0)?;
-            if let Some(id) = row.try_get::<_, Option<RunId>>(1)? {
-                candidates.push(QueuedCandidate {
-                    id,
-                    job: job.clone(),
-                    priority: i64::from(row.try_get::<_, i32>(2)?),
-                    due_at: row.try_get::<_, Time>(3)?.timestamp_millis(),
-                    owner: row.try_get(4)?,
-                    resume: row.try_get(5)?,
-                });
+            // Columns as `candidate_from_row` reads them; no run where the job had no room.
+            if row.try_get::<_, Option<RunId>>(0)?.is_some() {
+                candidates.push(candidate_from_row(row)?);
             }
+            let job: String = row.try_get(1)?;
             if queued.last() != Some(&job) {
                 queued.push(job);
             }
