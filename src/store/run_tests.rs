@@ -484,6 +484,11 @@ conformance! {
             (mine.owner.as_deref(), mine.priority, mine.due_at, mine.resume),
             (Some("node:me"), Priority::Normal.rank(), (t0() + ms(10)).timestamp_millis(), false)
         );
+        // More free than room: a's room (3 less 1 running) binds, d's 10 does not.
+        let (got, _) = read(&mut db, |tx| tx.claim_candidates("node:me", &limits, 5).unwrap());
+        assert_eq!(ids(&got, "a"), a_expected, "a: room 2, whatever the node has free");
+        assert_eq!(ids(&got, "d"), d_expected, "d: all 3 queued");
+        assert_eq!(got.len(), 5, "{got:?}");
         let (none, queued_jobs) =
             read(&mut db, |tx| tx.claim_candidates("node:me", &limits, 0).unwrap());
         assert!(none.is_empty(), "no slot free: {none:?}");
