@@ -98,6 +98,9 @@ pub struct PgTx<'s> {
     later: RefCell<Vec<Later<'s>>>,
     /// The first of them that failed (or whose check did).
     failed: RefCell<Option<StoreError>>,
+    /// How many of them carry a check whose answer is still to be read ([`PgTx::query_later`]):
+    /// while there is one, `COMMIT` waits for it.
+    checks: std::rc::Rc<Cell<usize>>,
     /// Whether writes may be sent for later: in a write transaction (whose `COMMIT` waits for
     /// their replies), not in a statement that commits on its own.
     defer: bool,
@@ -127,6 +130,7 @@ impl<'s> PgTx<'s> {
             mode,
             later: RefCell::new(Vec::new()),
             failed: RefCell::new(None),
+            checks: std::rc::Rc::new(Cell::new(0)),
             defer: mode == Mode::Write,
         }
     }
@@ -304,23 +308,23 @@ impl PgStore {
         f: impl FnOnce(&PgTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let tx = PgTx::new(self, Mode::Write);
-        // The replies of writes sent for later are read before `COMMIT` (which, in a transaction
-        // one of them aborted, would roll back without an error). Statements still on their way
-        // are dropped before `ROLLBACK`, so the connection is not left waiting for them to be read.
-        let out = f(&tx).and_then(|out| tx.settle().map(|()| out).map_err(E::from));
+        // Statements still on their way are dropped before `ROLLBACK`, so the connection is not
+        // left waiting for them to be read.
+        let out = f(&tx).and_then(|out| tx.commit().map(|()| out).map_err(E::from));
         let alerts = tx.alerts.get();
         drop(tx);
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                self.rollback();
-                return Err(e);
+        match out {
+            Ok(out) => {
+                self.alerts_written = alerts;
+                Ok(out)
             }
-        };
-        self.client_wait(|c| async move { c.batch_execute("COMMIT").await })
-            .inspect_err(|_| self.rollback())?;
-        self.alerts_written = alerts;
-        Ok(out)
+            Err(e) => {
+                // After a `COMMIT` that went behind a failed write, there is no transaction
+                // left to roll back; the server only warns.
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     /// Runs `f` first as a look, without the write lock, in one snapshot: a wake-up that finds
@@ -620,10 +624,33 @@ impl<'s> PgTx<'s> {
     ) -> Result<()> {
         let stmt = self.statement(sql)?;
         let client: &'s Client = &self.store.client;
+        let checks = self.checks.clone();
+        checks.set(checks.get() + 1);
         self.send_later(Box::pin(async move {
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-            check(client.query(&stmt, &refs).await?)
+            let answer = client.query(&stmt, &refs).await;
+            checks.set(checks.get() - 1);
+            check(answer?)
         }))
+    }
+
+    /// Commits what `f` did. `COMMIT` is sent behind the writes sent for later, and their replies
+    /// and its are read together: one round trip. A write that failed aborted the transaction,
+    /// so the `COMMIT` behind it rolls back (PostgreSQL answers it without an error, hence the
+    /// replies before it are all read): that failure is what this returns. A check still
+    /// unanswered decides on this side whether to commit at all: the writes are read first then,
+    /// and `COMMIT` is sent only if every one of them passed. A check already answered "no" (read
+    /// while a later statement was waited for) ends the transaction without a `COMMIT`.
+    fn commit(&self) -> Result<()> {
+        if self.checks.get() > 0 || self.failed.borrow().is_some() {
+            self.settle()?;
+        }
+        let client: &'s Client = &self.store.client;
+        self.send_now(Box::pin(async move {
+            client.batch_execute("COMMIT").await?;
+            Ok(())
+        }))?;
+        self.settle()
     }
 
     fn send_later(&self, reply: Later<'s>) -> Result<()> {
@@ -760,6 +787,20 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("duplicate key"), "{err}");
+        assert_eq!(value(&mut store), "v");
+        // A check still unanswered when the work is done: it decides whether to commit.
+        let err = store
+            .write_raw(|tx| {
+                tx.query_later("SELECT 1 WHERE false", Vec::new(), |rows| {
+                    match rows.is_empty() {
+                        true => Err(StoreError::Fenced),
+                        false => Ok(()),
+                    }
+                })?;
+                change(tx)
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced), "{err}");
         assert_eq!(value(&mut store), "v");
         // And the connection goes on.
         store.write_raw(change).unwrap();
