@@ -101,8 +101,8 @@ pub fn claim(
     if free == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let limits = job_limits(config);
-    let candidates = paged_candidates(tx, &counts, &queued, &limits, owner, free_u32(free))?;
+    let limit = |name: &str| config.job(name).map(|j| j.concurrency);
+    let candidates = paged_candidates(tx, &counts, &queued, limit, owner, free_u32(free))?;
     choose_and_start(tx, config, owner, now, free, candidates, queued)
 }
 
@@ -118,18 +118,14 @@ pub fn claim_up_to(
     if free == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let limits = job_limits(config);
-    let (candidates, queued) = tx.claim_candidates(owner, &limits, free_u32(free))?;
-    choose_and_start(tx, config, owner, now, free, candidates, queued)
-}
-
-/// Each defined job's `concurrency`, sorted by name.
-fn job_limits(config: &Config) -> Vec<(&str, u32)> {
-    config
+    // Each defined job's `concurrency`, sorted by name.
+    let limits: Vec<(&str, u32)> = config
         .jobs
         .iter()
         .map(|(name, job)| (name.as_str(), job.concurrency))
-        .collect()
+        .collect();
+    let (candidates, queued) = tx.claim_candidates(owner, &limits, free_u32(free))?;
+    choose_and_start(tx, config, owner, now, free, candidates, queued)
 }
 
 fn free_u32(free: usize) -> u32 {

@@ -57,13 +57,13 @@ pub struct QueuedCandidate {
 }
 
 /// [`RunOps::claim_candidates`] from the running counts and the jobs with queued runs read
-/// already: each job's candidates page by page from its own ordered index, past the runs other
-/// owners reserved.
+/// already, each job's `concurrency` from `limit` (`None`: not defined, no candidates): each
+/// job's candidates page by page from its own ordered index, past the runs other owners reserved.
 pub fn paged_candidates<T: RunOps + ?Sized>(
     tx: &T,
     counts: &HashMap<String, u32>,
     queued: &[String],
-    limits: &[(&str, u32)],
+    limit: impl Fn(&str) -> Option<u32>,
     owner: &str,
     free: u32,
 ) -> Result<Vec<QueuedCandidate>> {
@@ -72,12 +72,10 @@ pub fn paged_candidates<T: RunOps + ?Sized>(
         return Ok(candidates);
     }
     for name in queued {
-        let Ok(i) = limits.binary_search_by(|(job, _)| (*job).cmp(name.as_str())) else {
+        let Some(concurrency) = limit(name) else {
             continue;
         };
-        let room = limits[i]
-            .1
-            .saturating_sub(counts.get(name).copied().unwrap_or(0));
+        let room = concurrency.saturating_sub(counts.get(name).copied().unwrap_or(0));
         let want = room.min(free);
         if want == 0 {
             continue;
@@ -255,7 +253,13 @@ pub trait RunOps {
         free: u32,
     ) -> Result<(Vec<QueuedCandidate>, Vec<String>)> {
         let (counts, queued) = self.claim_outlook()?;
-        let candidates = paged_candidates(self, &counts, &queued, limits, owner, free)?;
+        let limit = |name: &str| {
+            limits
+                .binary_search_by(|(job, _)| (*job).cmp(name))
+                .ok()
+                .map(|i| limits[i].1)
+        };
+        let candidates = paged_candidates(self, &counts, &queued, limit, owner, free)?;
         Ok((candidates, queued))
     }
 

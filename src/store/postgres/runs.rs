@@ -553,12 +553,9 @@ impl RunOps for PgTx<'_> {
             if row.try_get::<_, Option<RunId>>(0)?.is_some() {
                 candidates.push(candidate_from_row(row)?);
             }
-            let job: String = row.try_get(1)?;
-            if queued.last() != Some(&job) {
-                queued.push(job);
-            }
+            queued.push(row.try_get::<_, String>(1)?);
         }
-        // In the database's collation: sorted by byte, as the other engine lists them.
+        // One row per candidate: each job once, sorted by byte as the other engine lists them.
         queued.sort_unstable();
         queued.dedup();
         Ok((candidates, queued))
